@@ -1,0 +1,215 @@
+"""Clocks: the only place in wheeltask that reads the time.
+
+Schedulers keep time in integer nanoseconds (``now_ns``) so that deadlines and ticks
+are exact; ``now()`` gives the same instant in float seconds for people.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "FrozenClock", "MonotonicClock", "VirtualClock", "real_monotonic"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """A monotonic time source.
+
+    ``real_time`` is True when time passes by itself, so a background timer thread may
+    sleep on it. A clock whose time moves only when a test says so (``VirtualClock``)
+    sets it False and wakes the schedulers attached to it after every move.
+    """
+
+    real_time: bool
+
+    def now(self) -> float:
+        """Current time in seconds."""
+
+    def now_ns(self) -> int:
+        """Current time in integer nanoseconds; never decreases."""
+
+
+class MonotonicClock:
+    """``time.monotonic``: the production clock.
+
+    The functions are bound as class attributes when wheeltask is imported, so a
+    ``freezegun.freeze_time`` in application tests (which swaps module attributes)
+    cannot make real delays fire early or never.
+    """
+
+    __slots__ = ()
+    real_time = True
+    now = staticmethod(time.monotonic)
+    now_ns = staticmethod(time.monotonic_ns)
+
+    def __repr__(self) -> str:
+        return "MonotonicClock()"
+
+
+def real_monotonic() -> float:
+    """Real elapsed time in seconds, for waits with a timeout (never virtual)."""
+    return MonotonicClock.now()
+
+
+class _Driven(Protocol):
+    """What a VirtualClock needs from a scheduler attached to it."""
+
+    def _next_due_ns(self) -> int | None:
+        """When it next has work (manual schedulers), else None."""
+
+    def run_due(self) -> int:
+        """Run what is due now (manual schedulers)."""
+
+    def _clock_moved(self) -> None:
+        """Time moved (threaded schedulers re-check their wheel)."""
+
+
+class VirtualClock:
+    """A clock that moves only when told to: time for deterministic tests.
+
+    Schedulers built on it with ``manual_scheduler`` run nothing by themselves:
+    :meth:`advance` moves time forward step by step and, at each step, runs on the
+    calling thread every callback that has fallen due, in deadline order. Each callback
+    sees ``now()`` at the tick in which the wheel fires it (at or after its deadline,
+    less than 5 ms after it), not at the end of the advance.
+
+    Args:
+        start: the initial time in seconds.
+    """
+
+    real_time = False
+
+    def __init__(self, start: float = 0.0) -> None:
+        if isinstance(start, bool) or not isinstance(start, (int, float)):
+            raise TypeError(f"start must be a number of seconds, got {start!r}")
+        if not math.isfinite(start):
+            raise ValueError(f"start must be finite, got {start!r}")
+        self._now = round(start * 1_000_000_000)
+        self._schedulers: weakref.WeakSet[_Driven] = weakref.WeakSet()
+        self._busy = False
+
+    def now(self) -> float:
+        return self._now / 1e9
+
+    def now_ns(self) -> int:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (>= 0), running what falls due on the way.
+
+        ``advance(0)`` runs what is due now, immediate tasks included.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"seconds must be a number, got {seconds!r}")
+        if not (0 <= seconds < float("inf")):
+            raise ValueError(f"seconds must be >= 0 and finite, got {seconds!r}")
+        self._advance_to_ns(self._now + round(seconds * 1_000_000_000))
+
+    def advance_to(self, t: float) -> None:
+        """Move time forward to ``t`` seconds (not before now); see :meth:`advance`."""
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise TypeError(f"t must be a number of seconds, got {t!r}")
+        target = round(t * 1_000_000_000) if math.isfinite(t) else None
+        if target is None or target < self._now:
+            raise ValueError(f"t must be finite and >= now ({self.now()!r}), got {t!r}")
+        self._advance_to_ns(target)
+
+    def run_until_idle(self, max_time: float | None = None) -> None:
+        """Advance from due time to due time until nothing is pending.
+
+        Args:
+            max_time: stop after this many seconds of virtual time. Without it, interval
+                tasks would keep the clock busy forever, so reaching a state where only
+                interval tasks remain raises RuntimeError instead.
+        """
+        end = None
+        if max_time is not None:
+            if isinstance(max_time, bool) or not isinstance(max_time, (int, float)):
+                raise TypeError(f"max_time must be a number of seconds, got {max_time!r}")
+            if not (0 <= max_time < float("inf")):
+                raise ValueError(f"max_time must be >= 0 and finite, got {max_time!r}")
+            end = self._now + round(max_time * 1_000_000_000)
+        while True:
+            nxt = self._next_due_ns()
+            if nxt is None:
+                return
+            if end is not None and nxt > end:
+                self._advance_to_ns(end)
+                return
+            if end is None and all(
+                getattr(s, "_only_intervals_left", lambda: False)() for s in list(self._schedulers)
+            ):
+                raise RuntimeError(
+                    "run_until_idle(): only interval tasks are left and they never finish; "
+                    "cancel them or pass max_time="
+                )
+            self._advance_to_ns(max(nxt, self._now))
+
+    # ------------------------------------------------------------- internals
+    def _attach(self, scheduler: _Driven) -> None:
+        self._schedulers.add(scheduler)
+
+    def _next_due_ns(self) -> int | None:
+        best: int | None = None
+        for s in list(self._schedulers):
+            t = s._next_due_ns()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def _advance_to_ns(self, target: int) -> None:
+        if self._busy:
+            raise RuntimeError(
+                "VirtualClock.advance() called from a callback that the clock is running"
+            )
+        self._busy = True
+        try:
+            while True:
+                nxt = self._next_due_ns()
+                if nxt is None or nxt > target:
+                    break
+                if nxt > self._now:
+                    self._now = nxt
+                for s in list(self._schedulers):
+                    if s._next_due_ns() is not None:
+                        s.run_due()
+        finally:
+            self._busy = False
+        if target > self._now:
+            self._now = target
+        for s in list(self._schedulers):
+            s._clock_moved()
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(now={self.now()!r})"
+
+
+class FrozenClock:
+    """Reads freezegun's frozen ``time.monotonic_ns`` (for ``manual_scheduler``).
+
+    Use it on the test's thread inside ``freeze_time``: ``frozen.tick(2)`` moves it and
+    ``scheduler.run_due()`` runs what fell due. It never moves backwards, even when
+    freezegun's time does (``move_to`` an earlier date): it then stands still.
+    """
+
+    real_time = False
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def now_ns(self) -> int:
+        ns = time.monotonic_ns()  # looked up at each call, so freezegun's fake is seen
+        last = self._last
+        if last is not None and ns < last:
+            return last
+        self._last = ns
+        return ns
+
+    def now(self) -> float:
+        return self.now_ns() / 1e9
+
+    def __repr__(self) -> str:
+        return "FrozenClock()"

@@ -1,0 +1,304 @@
+"""Task handles: what ``post_task`` returns.
+
+A handle is also the wheel entry and the pool's work item, so a pending timer costs one
+object. Its fields are kept few on purpose (memory per pending timer is a promise):
+``_args`` holds the callback's arguments until a one-shot run ends and then its outcome;
+everything a plain one-shot task does not need lives in ``_extra``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, final
+
+from ._errors import TaskCancelled
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["TaskHandle", "TaskState"]
+
+logger = logging.getLogger("wheeltask")
+
+_LockType: Final = type(threading.Lock())
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life."""
+
+    PENDING = "PENDING"  #: waiting for its time, or for a free worker
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+# Internal states (ints compare fast); the first two are both PENDING to users.
+WAITING: Final = 0  # on the wheel
+QUEUED: Final = 1  # in the run queue
+RUNNING: Final = 2
+SUCCEEDED: Final = 3
+FAILED: Final = 4
+CANCELLED: Final = 5
+_PUBLIC: Final = (
+    TaskState.PENDING,
+    TaskState.PENDING,
+    TaskState.RUNNING,
+    TaskState.SUCCEEDED,
+    TaskState.FAILED,
+    TaskState.CANCELLED,
+)
+
+
+@final
+class Failure:
+    """A run's exception, stored where its result would be."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+@final
+class Extra:
+    """Per-task data that a plain one-shot task does not need."""
+
+    __slots__ = ("interval", "last", "missed", "name", "runs", "stop")
+
+    def __init__(self, name: str | None = None, interval: int | None = None) -> None:
+        self.name = name
+        self.interval = interval  # ns; None for one-shot tasks
+        self.runs = 0  # interval tasks only (a one-shot's runs follow from its state)
+        self.missed = 0
+        self.stop: TaskCancelled | None = None  # an interval task told to stop while running
+        self.last: object = None  # the latest run's outcome (interval tasks)
+
+
+def callable_name(cb: object) -> str:
+    name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
+    if isinstance(name, str):
+        return name
+    func = getattr(cb, "func", None)  # functools.partial
+    if func is not None:
+        return callable_name(func)
+    return type(cb).__qualname__
+
+
+@final
+class TaskHandle:
+    """A posted task: its state, its runs, and the means to wait for it or cancel it.
+
+    Created by ``post_task``; not meant to be built directly. Thread-safe.
+    """
+
+    __slots__ = (
+        "_args",
+        "_cb",
+        "_deadline",
+        "_extra",
+        "_id",
+        "_sched",
+        "_state",
+        "_waiters",
+        "_wslot",
+    )
+
+    _id: int
+    _deadline: int
+    _wslot: list[Any] | None
+    _cb: Callable[..., object] | None
+    _args: Any
+    _state: int
+    _sched: Scheduler
+    _waiters: list[Any] | None
+    _extra: Extra | None
+
+    # ------------------------------------------------------------ inspection
+    @property
+    def id(self) -> int:
+        """1, 2, 3 ... in posting order, per scheduler."""
+        return self._id
+
+    @property
+    def name(self) -> str:
+        """The ``name=`` given to ``post_task``, else the callback's qualified name."""
+        extra = self._extra
+        if extra is not None and extra.name is not None:
+            return extra.name
+        return callable_name(self._cb)
+
+    @property
+    def state(self) -> TaskState:
+        return _PUBLIC[self._state]
+
+    @property
+    def interval(self) -> float | None:
+        """Seconds between runs of an interval task; None for a one-shot task."""
+        extra = self._extra
+        if extra is None or extra.interval is None:
+            return None
+        return extra.interval / 1e9
+
+    @property
+    def runs(self) -> int:
+        """Completed runs, failed ones included."""
+        extra = self._extra
+        if extra is not None and extra.interval is not None:
+            return extra.runs
+        return 1 if self._state in (SUCCEEDED, FAILED) else 0
+
+    @property
+    def missed(self) -> int:
+        """Interval firings skipped because the previous run was still going, or
+        coalesced after a stall."""
+        extra = self._extra
+        return 0 if extra is None else extra.missed
+
+    @property
+    def next_run(self) -> float | None:
+        """Clock time (seconds) at which the next run is due; None if none is."""
+        if self._wslot is None:
+            return None
+        return self._deadline / 1e9
+
+    def cancelled(self) -> bool:
+        return self._state == CANCELLED
+
+    def done(self) -> bool:
+        """True once the task will never run again (succeeded, failed or cancelled)."""
+        return self._state >= SUCCEEDED
+
+    def running(self) -> bool:
+        return self._state == RUNNING
+
+    # ---------------------------------------------------------------- control
+    def cancel(self) -> bool:
+        """Prevent every future run.
+
+        Returns True if a future run was prevented (the task was pending or queued, or
+        is an interval task: a run in progress completes, later ones never start), or if
+        it was already cancelled; False if a one-shot run has started or finished. A
+        pending task is removed from the wheel in O(1) and its callback released.
+        """
+        return self._sched._cancel(self, "cancelled by cancel()")
+
+    # ------------------------------------------------------------------ waits
+    def wait_for_finished(self, timeout: float | None = None) -> bool:
+        """Wait until a one-shot task has finished, or an interval task has run once.
+
+        Args:
+            timeout: seconds to wait at most (None: no limit). On a manual scheduler
+                waiting advances its ``VirtualClock``, so no real time passes.
+
+        Returns:
+            True if finished (successfully or not), False if the timeout passed first.
+
+        Raises:
+            TaskCancelled: the task was cancelled before it finished.
+        """
+        return self._sched._wait(self, 1, timeout)
+
+    def wait_for_runs(self, n: int, timeout: float | None = None) -> bool:
+        """Wait until at least ``n`` runs have completed; see :meth:`wait_for_finished`."""
+        if type(n) is not int or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        return self._sched._wait(self, n, timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The return value of the run, like ``concurrent.futures.Future.result``.
+
+        For an interval task: the latest completed run's value.
+
+        Raises:
+            TaskCancelled: cancelled before finishing.
+            TimeoutError: ``timeout`` passed first.
+            BaseException: whatever the callback raised.
+        """
+        outcome = self._outcome(timeout)
+        if type(outcome) is Failure:
+            raise outcome.exc
+        return outcome
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The exception the run raised, or None; waits like :meth:`result`."""
+        outcome = self._outcome(timeout)
+        return outcome.exc if type(outcome) is Failure else None
+
+    def _outcome(self, timeout: float | None) -> object:
+        if not self._sched._wait(self, 1, timeout):
+            raise TimeoutError(f"{self!r} did not finish within {timeout} seconds")
+        extra = self._extra
+        if extra is not None and extra.interval is not None:
+            return extra.last
+        return self._args
+
+    def add_done_callback(self, fn: Callable[[TaskHandle], object]) -> None:
+        """Call ``fn(handle)`` once the task is done (at once if it already is).
+
+        It runs on the thread that finished the task; an exception it raises is logged.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        self._sched._add_done_callback(self, fn)
+
+    # ------------------------------------------------------------- pool side
+    def _claim(self) -> bool:
+        if self._state != QUEUED:
+            return False
+        self._state = RUNNING
+        return True
+
+    def _execute(self) -> None:
+        extra = self._extra
+        cb = self._cb
+        assert cb is not None
+        try:
+            if extra is None or extra.interval is None:
+                self._args = cb(*self._args)
+            else:
+                extra.last = cb(*self._args)
+        except BaseException as exc:
+            failure = Failure(exc)
+            if extra is None or extra.interval is None:
+                self._args = failure
+            else:
+                extra.last = failure
+            logger.error("task %r raised", self, exc_info=exc)
+            del exc, failure
+
+    def _complete(self) -> object:
+        return self._sched._complete_locked(self)
+
+    def _notify(self, token: object) -> None:
+        notify(self, token)
+
+    def __repr__(self) -> str:
+        parts = [f"#{self._id}", repr(self.name)]
+        iv = self.interval
+        if iv is not None:
+            parts.append(f"interval={iv:g}")
+        parts.append(f"state={self.state.name}")
+        parts.append(f"runs={self.runs}")
+        nxt = self.next_run
+        if nxt is not None:
+            parts.append(f"next_run={nxt - self._sched._clock.now():+.3f}s")
+        return f"<TaskHandle {' '.join(parts)}>"
+
+
+def notify(handle: TaskHandle, token: object) -> None:
+    """Release waiters and, on a final state, run done callbacks (lock not held)."""
+    assert isinstance(token, list)
+    for w in token:
+        if type(w) is _LockType:
+            w.release()
+    if handle._state >= SUCCEEDED:
+        for w in token:
+            if type(w) is not _LockType:
+                try:
+                    w(handle)
+                except Exception:
+                    logger.exception("done callback %r of %r raised", w, handle)

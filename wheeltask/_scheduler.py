@@ -1,0 +1,959 @@
+"""The scheduler: one clock, one wheel, one pool and one timer thread."""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import dataclasses
+import datetime
+import logging
+import math
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Final, final
+
+from ._clock import Clock, MonotonicClock, VirtualClock, real_monotonic
+from ._errors import QueueFull, SchedulerShutdown, TaskCancelled
+from ._handle import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    WAITING,
+    Extra,
+    Failure,
+    TaskHandle,
+    callable_name,
+    notify,
+)
+from ._pool import InlinePool, OnFull, WheeltaskThread, WorkerPool
+from ._wheel import TICK_NS, Wheel
+
+__all__ = ["Scheduler", "Stats"]
+
+logger = logging.getLogger("wheeltask")
+
+_LockType: Final = type(threading.Lock())
+_allocate_lock: Final = threading.Lock
+_new_handle: Final = object.__new__
+_NS: Final = 1_000_000_000
+# Delays are capped so tick arithmetic stays exact and bounded (about 100 years).
+MAX_DELAY: Final = 3_155_760_000.0
+_MAX_DELAY_NS: Final = int(MAX_DELAY) * _NS
+_MIN_INTERVAL_NS: Final = TICK_NS
+# How many recent lateness samples stats() takes its percentiles from.
+_LATENESS_SAMPLES: Final = 8192
+_ON_FULL: Final = ("block", "raise", "caller_runs")
+_INF: Final = math.inf
+
+# Every live scheduler, for the interpreter-exit warning and fork handling.
+_live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """A snapshot of a scheduler's counters (``Scheduler.stats()``).
+
+    ``pending`` counts timers on the wheels, ``queued`` tasks waiting for a worker,
+    ``running`` callbacks in progress. ``succeeded``/``failed`` count completed runs by
+    outcome, ``cancelled`` tasks that ended cancelled, ``missed`` interval firings
+    skipped, ``rejected`` posts refused with ``QueueFull``. Lateness is how long after
+    its deadline the wheel handed a timer to the pool, in seconds, over the most
+    recent 8,192 firings (0.0 before the first).
+    """
+
+    pending: int
+    queued: int
+    running: int
+    workers: int
+    idle_workers: int
+    submitted: int
+    succeeded: int
+    failed: int
+    retried: int
+    cancelled: int
+    missed: int
+    rejected: int
+    lateness_p50: float
+    lateness_p99: float
+    lateness_max: float
+
+
+# ----------------------------------------------------------------- validation
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def to_ns(value: object, what: str, *, minimum_ns: int = 0) -> int:
+    """Seconds (int, float or timedelta) to integer nanoseconds, validated.
+
+    Raises TypeError for a non-number (``bool`` included) and ValueError for NaN,
+    infinities, values below ``minimum_ns`` and values beyond ``MAX_DELAY``.
+    """
+    if isinstance(value, datetime.timedelta):
+        ns = (value // datetime.timedelta(microseconds=1)) * 1000
+        shown = f"{value.total_seconds()!r} seconds ({value!r})"
+    elif _is_number(value):
+        assert isinstance(value, (int, float))
+        if not math.isfinite(value):
+            raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
+        if abs(value) > MAX_DELAY:
+            raise ValueError(f"{what} must be at most {MAX_DELAY:g} seconds, got {value!r}")
+        ns = value * _NS if type(value) is int else round(value * _NS)
+        shown = repr(value)
+    else:
+        raise TypeError(
+            f"{what} must be a number of seconds or a datetime.timedelta, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if ns < minimum_ns:
+        if minimum_ns == 0:
+            raise ValueError(f"{what} must be >= 0 seconds, got {shown}")
+        raise ValueError(
+            f"{what} must be at least {minimum_ns / _NS:g} seconds (one 5 ms tick), got {shown}"
+        )
+    if ns > _MAX_DELAY_NS:
+        raise ValueError(f"{what} must be at most {MAX_DELAY:g} seconds, got {shown}")
+    return int(ns)
+
+
+def _check_timeout(timeout: object, what: str = "timeout") -> float | None:
+    if timeout is None:
+        return None
+    if not _is_number(timeout):
+        raise TypeError(f"{what} must be a number of seconds or None, got {timeout!r}")
+    assert isinstance(timeout, (int, float))
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{what} must be >= 0 seconds or None, got {timeout!r}")
+    return float(timeout)
+
+
+def _check_int(value: object, what: str, low: int) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{what} must be >= {low}, got {value!r}")
+    return value
+
+
+def check_scheduler_options(
+    *,
+    max_workers: int = 10,
+    min_workers: int = 0,
+    queue_size: int = 10_000,
+    idle_timeout: float = 5.0,
+    on_full: OnFull = "block",
+    max_pending: int | None = None,
+    clock: Clock | None = None,
+    name: str = "wheeltask",
+) -> dict[str, Any]:
+    """Validate ``Scheduler`` options; return them as a dict. Changes nothing."""
+    _check_int(max_workers, "max_workers", 1)
+    _check_int(min_workers, "min_workers", 0)
+    if min_workers > max_workers:
+        raise ValueError(f"min_workers must be <= max_workers ({max_workers}), got {min_workers!r}")
+    _check_int(queue_size, "queue_size", 1)
+    if not _is_number(idle_timeout):
+        raise TypeError(f"idle_timeout must be a number of seconds, got {idle_timeout!r}")
+    if not (0 < idle_timeout < _INF):
+        raise ValueError(f"idle_timeout must be > 0 and finite, got {idle_timeout!r}")
+    if on_full not in _ON_FULL:
+        raise ValueError(
+            f"on_full must be one of {', '.join(map(repr, _ON_FULL))}, got {on_full!r}"
+        )
+    if max_pending is not None:
+        _check_int(max_pending, "max_pending", 1)
+    if clock is not None and not (
+        callable(getattr(clock, "now_ns", None)) and callable(getattr(clock, "now", None))
+    ):
+        raise TypeError(f"clock must provide now() and now_ns(), got {clock!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    return {
+        "max_workers": max_workers,
+        "min_workers": min_workers,
+        "queue_size": queue_size,
+        "idle_timeout": float(idle_timeout),
+        "on_full": on_full,
+        "max_pending": max_pending,
+        "clock": clock,
+        "name": name,
+    }
+
+
+def unknown_options_error(options: dict[str, object]) -> TypeError:
+    names = ", ".join(sorted(options))
+    return TypeError(
+        f"post_task() got unknown option(s): {names}. Keyword arguments are task "
+        "options; to pass keywords to the callback use functools.partial(cb, "
+        f"{next(iter(sorted(options)))}=...)"
+    )
+
+
+# ------------------------------------------------------------------ scheduler
+class Scheduler:
+    """Runs delayed, periodic and immediate tasks on a bounded pool of threads.
+
+    Args:
+        max_workers: at most this many callbacks run at once (threads, made on demand).
+        min_workers: threads kept alive while idle, once started.
+        queue_size: at most this many tasks wait for a worker; a post beyond it is
+            handled by ``on_full``. Timers that fall due are always queued.
+        idle_timeout: seconds before a thread above ``min_workers`` exits when idle.
+        on_full: ``"block"`` (wait for room), ``"raise"`` (``QueueFull``) or
+            ``"caller_runs"`` (run the task on the posting thread).
+        max_pending: at most this many timers on the wheels (``QueueFull`` beyond);
+            None for no limit.
+        clock: time source; ``MonotonicClock()`` by default.
+        name: used in thread names and logs.
+
+    Use it as a context manager: leaving the block calls ``shutdown(wait=True)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_workers: int = 10,
+        min_workers: int = 0,
+        queue_size: int = 10_000,
+        idle_timeout: float = 5.0,
+        on_full: OnFull = "block",
+        max_pending: int | None = None,
+        clock: Clock | None = None,
+        name: str = "wheeltask",
+    ) -> None:
+        opts = check_scheduler_options(
+            max_workers=max_workers,
+            min_workers=min_workers,
+            queue_size=queue_size,
+            idle_timeout=idle_timeout,
+            on_full=on_full,
+            max_pending=max_pending,
+            clock=clock,
+            name=name,
+        )
+        self._options = opts
+        self._name = name
+        self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._now_ns: Callable[[], int] = self._clock.now_ns
+        self._queue_size = queue_size
+        self._max_pending = max_pending
+        self._manual = False
+        self._running_due = False
+        self._setup_sync()
+        self._wheel = Wheel(TICK_NS, self._now_ns() // TICK_NS)
+        self._pool: WorkerPool | InlinePool = self._make_pool()
+        self._closing = False
+        self._ids = 0
+        self._intervals: set[TaskHandle] = set()
+        self._submitted = 0
+        self._succeeded = 0
+        self._failed = 0
+        self._cancelled = 0
+        self._missed = 0
+        self._rejected = 0
+        self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
+        self._late_max = 0
+        self._shutdown_in_tasks = 0
+        _live.add(self)
+        attach = getattr(self._clock, "_attach", None)
+        if attach is not None:
+            attach(self)
+
+    def _setup_sync(self) -> None:
+        self._lock = _allocate_lock()
+        self._cond = threading.Condition(self._lock)  # wakes the timer thread
+        self._idle_cond = threading.Condition(self._lock)  # wakes shutdown waiters
+        self._timer: threading.Thread | None = None
+        # Tick the timer thread sleeps until: +inf before it exists (the first delayed
+        # post starts it), -inf while it is awake or already told to wake.
+        self._wake_tick: float = _INF
+
+    def _make_pool(self) -> WorkerPool | InlinePool:
+        o = self._options
+        if self._manual:
+            return InlinePool(self._lock, queue_size=o["queue_size"], on_full=o["on_full"])
+        return WorkerPool(
+            self._lock,
+            max_workers=o["max_workers"],
+            min_workers=o["min_workers"],
+            queue_size=o["queue_size"],
+            idle_timeout=o["idle_timeout"],
+            on_full=o["on_full"],
+            name=o["name"],
+        )
+
+    @classmethod
+    def _new_manual(cls, clock: Clock, **options: Any) -> Scheduler:
+        """A scheduler with no timer thread and an inline pool (``manual_scheduler``)."""
+        self = cls(clock=clock, **options)
+        self._manual = True
+        self._wake_tick = -_INF
+        self._pool = self._make_pool()
+        return self
+
+    # ------------------------------------------------------------------ posting
+    def post_task(
+        self,
+        cb: Callable[..., object],
+        /,
+        *args: Any,
+        delay: float | datetime.timedelta | None = None,
+        interval: float | datetime.timedelta | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> TaskHandle:
+        """Run ``cb(*args)`` after ``delay`` seconds, or every ``interval`` seconds.
+
+        Args:
+            cb: the callback; positional ``args`` are passed to it.
+            delay: seconds (or timedelta) before the (first) run; None or 0 without
+                ``interval`` runs it as soon as a worker is free.
+            interval: seconds between runs (>= 0.005) on a fixed-rate grid anchored at
+                the first run, which comes after ``delay`` if given, else one interval.
+            name: shown in ``repr``, logs and ``handle.name``.
+
+        Returns:
+            The task's handle.
+
+        Raises:
+            TypeError: ``cb`` is not callable, a bad argument type, or an unknown option.
+            ValueError: a negative, NaN, infinite or too-small time.
+            SchedulerShutdown: the scheduler is shutting down.
+            QueueFull: the run queue is full (``on_full="raise"``) or ``max_pending``
+                timers are already held.
+        """
+        if options:
+            raise unknown_options_error(options)
+        if not callable(cb):
+            raise TypeError(f"cb must be callable, got {cb!r}")
+        if delay is None:
+            delay_ns = -1
+        elif type(delay) is float and 0.0 <= delay <= MAX_DELAY:  # fast path
+            delay_ns = round(delay * _NS)
+        else:
+            delay_ns = to_ns(delay, "delay")
+        extra = None
+        if interval is not None:
+            extra = Extra(name, to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS))
+        elif name is not None:
+            extra = Extra(name)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+
+        h: TaskHandle = _new_handle(TaskHandle)
+        h._cb = cb
+        h._args = args
+        h._wslot = None
+        h._waiters = None
+        h._extra = extra
+        h._sched = self
+        periodic = extra is not None and extra.interval is not None
+        if not periodic and delay_ns <= 0:
+            return self._post_now(h)
+        if delay_ns < 0:
+            assert extra is not None and extra.interval is not None
+            delay_ns = extra.interval  # first run after one interval
+        h._deadline = self._now_ns() + delay_ns
+        with self._lock:
+            if self._closing:
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+            wheel = self._wheel
+            if self._max_pending is not None and len(wheel) >= self._max_pending:
+                self._rejected += 1
+                raise QueueFull(
+                    f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
+                    "retry later or raise max_pending"
+                )
+            self._ids += 1
+            h._id = self._ids
+            h._state = WAITING
+            wheel.add(h)
+            self._submitted += 1
+            if periodic:
+                self._intervals.add(h)
+            if -(-h._deadline // TICK_NS) < self._wake_tick:
+                self._wake_timer_locked()
+        return h
+
+    def _post_now(self, h: TaskHandle) -> TaskHandle:
+        h._deadline = 0
+        pool = self._pool
+        caller = False
+        with self._lock:
+            if self._closing:
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+            if pool.queued >= self._queue_size:
+                try:
+                    caller = pool.wait_for_room_locked(self._is_closing) == "caller"
+                except QueueFull:
+                    self._rejected += 1
+                    raise
+            self._ids += 1
+            h._id = self._ids
+            h._state = QUEUED
+            self._submitted += 1
+            if not caller:
+                pool.submit_locked(h)
+        if caller:
+            pool.run_in_caller(h)
+        return h
+
+    def _is_closing(self) -> bool:
+        return self._closing
+
+    # ------------------------------------------------------------ timer thread
+    def _wake_timer_locked(self) -> None:
+        if self._manual:
+            return
+        self._wake_tick = -_INF
+        if self._timer is None:
+            t = WheeltaskThread(self._timer_main, f"{self._name}-timer")
+            self._timer = t
+            t.start()
+        else:
+            self._cond.notify()
+
+    def _timer_main(self) -> None:
+        clock = self._clock
+        now_ns = self._now_ns
+        wheel = self._wheel
+        cond = self._cond
+        real = getattr(clock, "real_time", True)
+        with self._lock:
+            while True:
+                try:
+                    now = now_ns()
+                    due = wheel.advance(now // TICK_NS)
+                    if due:
+                        self._fire_locked(due, now)
+                    if self._closing and not len(wheel):
+                        break
+                    nd = wheel.next_deadline()
+                    if nd is None:
+                        self._wake_tick = _INF
+                        cond.wait()
+                    else:
+                        self._wake_tick = nd
+                        if real:
+                            # Sleep right after dispatching: a thread that keeps running
+                            # Python delays the woken workers by a 5 ms GIL switch.
+                            cond.wait(max(0.0, (nd * TICK_NS - now_ns()) / _NS))
+                        else:
+                            cond.wait()
+                    self._wake_tick = -_INF
+                except Exception:  # pragma: no cover - a bug; keep the timers firing
+                    logger.exception("wheeltask timer thread error (continuing)")
+
+    def _fire_locked(self, due: list[Any], now: int) -> None:
+        pool = self._pool
+        late = self._late
+        for h in due:
+            lateness = now - h._deadline
+            late.append(lateness)
+            if lateness > self._late_max:
+                self._late_max = lateness
+            extra = h._extra
+            if extra is None or extra.interval is None:
+                h._state = QUEUED
+                pool.submit_locked(h)
+                continue
+            if h._state == WAITING:
+                h._state = QUEUED
+                pool.submit_locked(h)
+            else:  # the previous run is still queued or running: never overlap
+                extra.missed += 1
+                self._missed += 1
+            iv = extra.interval
+            nxt = h._deadline + iv
+            if nxt <= now:  # stalled: one catch-up run (this one), the rest are missed
+                k = (now - h._deadline) // iv
+                extra.missed += k
+                self._missed += k
+                nxt = h._deadline + (k + 1) * iv
+            h._deadline = nxt
+            self._wheel.add(h)
+
+    # ------------------------------------------------------------ completion
+    def _complete_locked(self, h: TaskHandle) -> list[Any] | None:
+        extra = h._extra
+        final = True
+        if extra is None or extra.interval is None:
+            if type(h._args) is Failure:
+                h._state = FAILED
+                self._failed += 1
+            else:
+                h._state = SUCCEEDED
+                self._succeeded += 1
+        else:
+            extra.runs += 1
+            if type(extra.last) is Failure:
+                self._failed += 1
+            else:
+                self._succeeded += 1
+            if extra.stop is not None:
+                h._state = CANCELLED
+                self._cancelled += 1
+                self._intervals.discard(h)
+            else:
+                h._state = WAITING
+                final = False
+        if self._closing:
+            self._closed_progress_locked()
+        ws = h._waiters
+        if ws is None:
+            return None
+        if final:
+            h._waiters = None
+            return ws
+        locks = [w for w in ws if type(w) is _LockType]
+        if not locks:
+            return None
+        rest = [w for w in ws if type(w) is not _LockType]
+        h._waiters = rest or None
+        return locks
+
+    # ------------------------------------------------------------------ cancel
+    def _cancel(self, h: TaskHandle, reason: str) -> bool:
+        with self._lock:
+            ok, token = self._cancel_locked(h, reason)
+        if token is not None:
+            notify(h, token)
+        return ok
+
+    def _cancel_locked(self, h: TaskHandle, reason: str) -> tuple[bool, list[Any] | None]:
+        st = h._state
+        if st >= SUCCEEDED:
+            return st == CANCELLED, None
+        if h._wslot is not None:
+            self._wheel.remove(h)
+        extra = h._extra
+        if st == RUNNING:
+            if extra is not None and extra.interval is not None:
+                if extra.stop is None:
+                    extra.stop = TaskCancelled(f"{h.name!r} {reason}")
+                return True, None
+            return False, None
+        if st == QUEUED:
+            self._pool.discard_locked()
+        return True, self._finish_cancelled_locked(h, reason)
+
+    def _finish_cancelled_locked(self, h: TaskHandle, reason: str) -> list[Any] | None:
+        extra = h._extra
+        if extra is None:
+            extra = h._extra = Extra(callable_name(h._cb))
+        elif extra.name is None:
+            extra.name = callable_name(h._cb)
+        exc = TaskCancelled(f"{extra.name!r} {reason}")
+        if extra.interval is None:
+            h._args = exc
+        elif extra.stop is None:
+            extra.stop = exc
+        h._cb = None
+        h._state = CANCELLED
+        self._cancelled += 1
+        self._intervals.discard(h)
+        if self._closing:
+            self._closed_progress_locked()
+        ws = h._waiters
+        h._waiters = None
+        return ws
+
+    def _closed_progress_locked(self) -> None:
+        # After shutdown(): wake its waiters, and once all is done let the threads go
+        # (shutdown(wait=False) returns before that).
+        self._idle_cond.notify_all()
+        if self._is_idle_locked(0):
+            self._pool.stop_locked()
+
+    def _cancelled_error(self, h: TaskHandle) -> TaskCancelled:
+        extra = h._extra
+        stored = extra.stop if extra is not None and extra.interval is not None else h._args
+        msg = str(stored) if isinstance(stored, TaskCancelled) else f"{h.name!r} cancelled"
+        return TaskCancelled(msg)
+
+    # ------------------------------------------------------------------- waits
+    def _progress_locked(self, h: TaskHandle, n: int) -> bool | None:
+        """True: n runs done; False: never will be; None: not yet. Raises if cancelled."""
+        if h.runs >= n:
+            return True
+        st = h._state
+        if st == CANCELLED:
+            raise self._cancelled_error(h)
+        if st >= SUCCEEDED:
+            return False
+        return None
+
+    def _wait(self, h: TaskHandle, n: int, timeout: float | None) -> bool:
+        timeout = _check_timeout(timeout)
+        if self._manual:
+            return self._virtual_wait(h, n, timeout)
+        end = None if timeout is None else real_monotonic() + timeout
+        while True:
+            with self._lock:
+                r = self._progress_locked(h, n)
+                if r is not None:
+                    return r
+                if end is not None:
+                    remaining = end - real_monotonic()
+                    if remaining <= 0:
+                        return False
+                waiter = _allocate_lock()
+                waiter.acquire()
+                if h._waiters is None:
+                    h._waiters = [waiter]
+                else:
+                    h._waiters.append(waiter)
+            if end is None:
+                waiter.acquire()
+            elif not waiter.acquire(True, remaining):
+                with self._lock:
+                    ws = h._waiters
+                    if ws is not None and waiter in ws:
+                        ws.remove(waiter)
+
+    def _virtual_wait(self, h: TaskHandle, n: int, timeout: float | None) -> bool:
+        clock = self._clock
+        with self._lock:
+            r = self._progress_locked(h, n)
+        if r is not None:
+            return r
+        if self._in_callback() or not isinstance(clock, VirtualClock):
+            # Time cannot be moved here (freezegun, or a callback of this very run):
+            # run what is due, if allowed, and report.
+            if not self._in_callback():
+                self.run_due()
+            with self._lock:
+                return bool(self._progress_locked(h, n))
+        end = None if timeout is None else clock.now_ns() + round(timeout * _NS)
+        while True:
+            with self._lock:
+                r = self._progress_locked(h, n)
+            if r is not None:
+                return r
+            nxt = clock._next_due_ns()
+            if nxt is None or (end is not None and nxt > end):
+                if end is None:
+                    raise RuntimeError(
+                        f"waiting for {h!r} would block forever: nothing is scheduled on "
+                        "this virtual clock that could finish it"
+                    )
+                clock._advance_to_ns(end)
+                with self._lock:
+                    return bool(self._progress_locked(h, n))
+            clock._advance_to_ns(max(nxt, clock.now_ns()))
+
+    def _add_done_callback(self, h: TaskHandle, fn: Callable[[TaskHandle], object]) -> None:
+        with self._lock:
+            if h._state < SUCCEEDED:
+                if h._waiters is None:
+                    h._waiters = [fn]
+                else:
+                    h._waiters.append(fn)
+                return
+        try:
+            fn(h)
+        except Exception:
+            logger.exception("done callback %r of %r raised", fn, h)
+
+    # ------------------------------------------------------- manual scheduling
+    def _next_due_ns(self) -> int | None:
+        """For VirtualClock: when this (manual) scheduler next has work; else None."""
+        if not self._manual:
+            return None
+        with self._lock:
+            if self._pool.queued:
+                return self._now_ns()
+            nd = self._wheel.next_deadline()
+        return None if nd is None else nd * TICK_NS
+
+    def _clock_moved(self) -> None:
+        """For VirtualClock: time moved; a threaded scheduler re-checks its wheel."""
+        if not self._manual:
+            with self._lock:
+                if self._timer is not None:
+                    self._cond.notify()
+
+    def run_due(self) -> int:
+        """Run, on this thread, every task due at the clock's current time.
+
+        Only on schedulers made by ``wheeltask.testing.manual_scheduler``. Tasks that
+        callbacks post and that are already due run too. Returns how many ran.
+        """
+        if not self._manual:
+            raise RuntimeError("run_due() is only for schedulers made by manual_scheduler()")
+        pool = self._pool
+        assert isinstance(pool, InlinePool)
+        if self._running_due:
+            raise RuntimeError("run_due() called from a callback that run_due() is running")
+        self._running_due = True
+        ran = 0
+        try:
+            while True:
+                ran += pool.run_queued()
+                with self._lock:
+                    now = self._now_ns()
+                    due = self._wheel.advance(now // TICK_NS)
+                    if due:
+                        self._fire_locked(due, now)
+                    if not pool.queued:
+                        return ran
+        finally:
+            self._running_due = False
+
+    def _in_callback(self) -> bool:
+        clock = self._clock
+        return self._running_due or (isinstance(clock, VirtualClock) and clock._busy)
+
+    def _only_intervals_left(self) -> bool:
+        """For VirtualClock.run_until_idle: nothing but interval timers is pending."""
+        if not self._manual:
+            return True
+        with self._lock:
+            armed = sum(1 for h in self._intervals if h._wslot is not None)
+            return armed == len(self._wheel) and not self._pool.queued
+
+    # ----------------------------------------------------------------- shutdown
+    def shutdown(
+        self, wait: bool = True, *, timeout: float | None = None, cancel_pending: bool = False
+    ) -> bool:
+        """Stop taking tasks; optionally wait for the ones already posted.
+
+        Interval tasks stop re-arming (a run in progress completes, and the task ends
+        CANCELLED). With ``cancel_pending=False`` one-shot tasks already posted still
+        run, delayed ones at their time, and ``wait=True`` waits for them.
+
+        Args:
+            wait: wait for posted one-shot tasks and for the threads to exit.
+            timeout: seconds to wait at most; when it passes first, every task that
+                has not started is cancelled (its handle says so) and False is returned.
+            cancel_pending: cancel every task that has not started, at once.
+
+        Returns:
+            True if every task finished and every thread of the scheduler exited (the
+            worker calling it from inside a task exits when that task returns).
+
+        Idempotent and thread-safe; safe from inside a task, where it never waits for
+        its own thread.
+        """
+        timeout = _check_timeout(timeout)
+        end = None if timeout is None else real_monotonic() + timeout
+        me = threading.current_thread()
+        in_task = self._pool.is_worker(me)
+        tokens: list[tuple[TaskHandle, list[Any] | None]] = []
+        with self._lock:
+            self._closing = True
+            self._pool.release_blocked_locked()
+            for h in list(self._intervals):
+                tokens.append((h, self._cancel_locked(h, "stopped by shutdown()")[1]))
+            if cancel_pending:
+                tokens += self._cancel_all_locked("cancelled by shutdown(cancel_pending=True)")
+            if self._timer is not None:
+                self._cond.notify()
+        self._notify_all(tokens)
+        if self._manual:
+            return self._shutdown_manual(wait, timeout)
+        if not wait:
+            with self._lock:
+                if self._is_idle_locked(0):
+                    self._pool.stop_locked()
+                    return not self._timer_alive()
+                return False
+        ok = True
+        with self._lock:
+            if in_task:
+                self._shutdown_in_tasks += 1
+            try:
+                while not self._is_idle_locked(self._shutdown_in_tasks):
+                    remaining = None if end is None else end - real_monotonic()
+                    if remaining is not None and remaining <= 0:
+                        ok = False
+                        tokens = self._cancel_all_locked("cancelled: shutdown() timed out")
+                        break
+                    self._idle_cond.wait(remaining)
+            finally:
+                if in_task:
+                    self._shutdown_in_tasks -= 1
+            self._pool.stop_locked()
+            if self._timer is not None:
+                self._cond.notify()
+        if not ok:
+            self._notify_all(tokens)
+        for t in [self._timer, *self._pool.threads()]:
+            if t is None or t is me:
+                continue
+            remaining = None if end is None else max(0.0, end - real_monotonic())
+            t.join(remaining)
+            if t.is_alive():
+                ok = False
+        return ok
+
+    def _timer_alive(self) -> bool:
+        t = self._timer
+        return t is not None and t.is_alive()
+
+    def _is_idle_locked(self, own: int) -> bool:
+        pool = self._pool
+        return not len(self._wheel) and not pool.queued and pool.running <= own
+
+    def _cancel_all_locked(self, reason: str) -> list[tuple[TaskHandle, list[Any] | None]]:
+        tokens: list[tuple[TaskHandle, list[Any] | None]] = []
+        for h in self._wheel.drain():
+            assert isinstance(h, TaskHandle)
+            tokens.append((h, self._cancel_locked(h, reason)[1]))
+        for item in self._pool.drain_locked():
+            assert isinstance(item, TaskHandle)
+            if item._state == QUEUED:
+                # drain_locked already took it out of the counts
+                tokens.append((item, self._finish_cancelled_locked(item, reason)))
+        for h in list(self._intervals):
+            tokens.append((h, self._cancel_locked(h, reason)[1]))
+        return tokens
+
+    @staticmethod
+    def _notify_all(tokens: list[tuple[TaskHandle, list[Any] | None]]) -> None:
+        for h, token in tokens:
+            if token is not None:
+                notify(h, token)
+
+    def _shutdown_manual(self, wait: bool, timeout: float | None) -> bool:
+        # Waiting on a manual scheduler means moving its virtual time (by at most
+        # `timeout` seconds); with another clock, running what is due now.
+        clock = self._clock
+        if wait and not self._in_callback():
+            if isinstance(clock, VirtualClock):
+                end = None if timeout is None else clock.now_ns() + round(timeout * _NS)
+                while True:
+                    nxt = self._next_due_ns()
+                    if nxt is None or (end is not None and nxt > end):
+                        break
+                    clock._advance_to_ns(max(nxt, clock.now_ns()))
+            else:
+                self.run_due()
+        with self._lock:
+            if self._is_idle_locked(self._pool.running):
+                return True
+            tokens = self._cancel_all_locked("cancelled: shutdown() could not run it")
+        self._notify_all(tokens)
+        return False
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown(wait=True)
+
+    # ----------------------------------------------------------- observability
+    def stats(self) -> Stats:
+        """A consistent snapshot of the counters (see :class:`Stats`)."""
+        with self._lock:
+            pool = self._pool
+            samples = list(self._late)
+            counts = (
+                len(self._wheel),
+                pool.queued,
+                pool.running,
+                pool.workers,
+                pool.idle,
+                self._submitted,
+                self._succeeded,
+                self._failed,
+                0,
+                self._cancelled,
+                self._missed,
+                self._rejected,
+            )
+            late_max = self._late_max
+        samples.sort()
+        p50 = samples[(len(samples) - 1) // 2] / _NS if samples else 0.0
+        p99 = samples[min(len(samples) - 1, (len(samples) * 99) // 100)] / _NS if samples else 0.0
+        return Stats(*counts, lateness_p50=p50, lateness_p99=p99, lateness_max=late_max / _NS)
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        if self._closing:
+            state = "shut down"
+        elif self._manual:
+            state = "manual"
+        else:
+            state = "running"
+        s = self.stats()
+        return (
+            f"<Scheduler {self._name!r} {state} pending={s.pending} queued={s.queued} "
+            f"running={s.running} workers={s.workers}>"
+        )
+
+    # --------------------------------------------------- exit and fork safety
+    def _abandon(self, why: str) -> int:
+        """Cancel everything without waiting (interpreter exit); return how many."""
+        with self._lock:
+            if self._closing and self._is_idle_locked(self._pool.running):
+                return 0
+            running = self._pool.running
+            self._closing = True
+            tokens = self._cancel_all_locked(why)
+            self._pool.stop_locked()
+            if self._timer is not None:
+                self._cond.notify()
+        self._notify_all(tokens)
+        return len(tokens) + running
+
+    def _after_fork_child(self) -> None:
+        # Only the forking thread exists in the child: no timer, no workers. Tasks
+        # inherited from the parent are the parent's to run; here they end cancelled.
+        self._setup_sync()
+        self._closing = True
+        entries = self._wheel.drain()
+        self._wheel = Wheel(TICK_NS, self._now_ns() // TICK_NS)
+        self._pool = self._make_pool()
+        with self._lock:
+            for h in [*entries, *self._intervals]:
+                if isinstance(h, TaskHandle) and h._state < SUCCEEDED:
+                    h._waiters = None  # their threads are in the parent
+                    self._finish_cancelled_locked(h, "not run: inherited across fork()")
+
+
+def _at_exit() -> None:
+    for s in list(_live):
+        n = s._abandon("not run: the interpreter exited")
+        if n:
+            logger.warning(
+                "wheeltask scheduler %r: %d task(s) had not finished when the interpreter "
+                "exited and were abandoned; call wheeltask.wait_and_exit() (or "
+                "Scheduler.shutdown()) before exit to wait for them",
+                s.name,
+                n,
+            )
+
+
+def _before_fork() -> None:
+    for s in sorted(_live, key=id):
+        s._lock.acquire()
+
+
+def _after_fork_parent() -> None:
+    for s in sorted(_live, key=id):
+        s._lock.release()
+
+
+def _after_fork_child() -> None:
+    for s in list(_live):
+        s._after_fork_child()
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+    )
