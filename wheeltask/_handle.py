@@ -246,13 +246,10 @@ class TaskHandle:
         self._sched._add_done_callback(self, fn)
 
     # ------------------------------------------------------------- pool side
-    def _claim(self) -> bool:
-        if self._state != QUEUED:
-            return False
-        self._state = RUNNING
-        return True
-
+    # Called by the pool's thread that claimed the handle (nobody else can change a
+    # claimed one-shot task's state), so the one-shot path takes no lock.
     def _execute(self) -> None:
+        self._state = RUNNING
         extra = self._extra
         cb = self._cb
         assert cb is not None
@@ -261,7 +258,7 @@ class TaskHandle:
                 self._args = cb(*self._args)
             else:
                 extra.last = cb(*self._args)
-        except BaseException as exc:
+        except BaseException as exc:  # stored on the handle, reported once
             failure = Failure(exc)
             if extra is None or extra.interval is None:
                 self._args = failure
@@ -270,11 +267,26 @@ class TaskHandle:
             logger.error("task %r raised", self, exc_info=exc)
             del exc, failure
 
-    def _complete(self) -> object:
-        return self._sched._complete_locked(self)
+    def _finish(self) -> None:
+        sched = self._sched
+        extra = self._extra
+        if extra is None or extra.interval is None:
+            if type(self._args) is Failure:
+                self._state = FAILED
+                next(sched._n_failed)
+            else:
+                self._state = SUCCEEDED
+                next(sched._n_succeeded)
+        else:
+            sched._finish_interval(self)
 
-    def _notify(self, token: object) -> None:
-        notify(self, token)
+    def _notify(self) -> None:
+        sched = self._sched
+        # Read after the pool counted the run finished: a shutdown() or a waiter that
+        # registered before these reads is seen; one that registers after them sees
+        # the final state itself (see Scheduler._wait).
+        if self._waiters is not None or sched._closing:
+            sched._report_progress(self)
 
     def __repr__(self) -> str:
         parts = [f"#{self._id}", repr(self.name)]
@@ -289,16 +301,14 @@ class TaskHandle:
         return f"<TaskHandle {' '.join(parts)}>"
 
 
-def notify(handle: TaskHandle, token: object) -> None:
+def notify(handle: TaskHandle, token: list[Any]) -> None:
     """Release waiters and, on a final state, run done callbacks (lock not held)."""
-    assert isinstance(token, list)
+    final = handle._state >= SUCCEEDED
     for w in token:
         if type(w) is _LockType:
             w.release()
-    if handle._state >= SUCCEEDED:
-        for w in token:
-            if type(w) is not _LockType:
-                try:
-                    w(handle)
-                except Exception:
-                    logger.exception("done callback %r of %r raised", w, handle)
+        elif final:
+            try:
+                w(handle)
+            except Exception:
+                logger.exception("done callback %r of %r raised", w, handle)

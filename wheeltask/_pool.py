@@ -6,7 +6,9 @@ with its owner, so that a task's state and the pool's counts change together: th
 ``*_locked`` methods must be called with that lock held.
 
 Hand-off is a ``queue.SimpleQueue`` (a C queue: ~0.1 us per put/get, against ~2.5 us for
-``queue.Queue``); the bound on waiting items is enforced here, with the lock.
+``queue.Queue``). Posting an immediate task does not take the lock at all (:meth:`put`):
+a lock shared by posters and workers forms a convoy under the GIL, which is what makes
+``ThreadPoolExecutor.submit`` cost ~26 us a task. Workers take it once per task.
 """
 
 from __future__ import annotations
@@ -38,60 +40,86 @@ class WheeltaskThread(threading.Thread):
 
 
 class WorkItem(Protocol):
-    """What the pool runs. Each method is called exactly once per run, in order."""
-
-    def _claim(self) -> bool:
-        """Lock held. Return False to skip the item (it was cancelled while queued)."""
+    """What the pool runs, once queued and claimed (see ``WorkerPool.unqueue``)."""
 
     def _execute(self) -> None:
-        """Lock not held. Run the user's code; must not raise."""
+        """Run the user's code; must not raise. No lock held."""
 
-    def _complete(self) -> object:
-        """Lock held. Record the outcome; return what ``_notify`` needs (or None)."""
+    def _finish(self) -> None:
+        """Record the outcome. No lock held (an item may take its owner's)."""
 
-    def _notify(self, token: object) -> None:
-        """Lock not held. Wake waiters and call callbacks."""
+    def _notify(self) -> None:
+        """Wake waiters and report progress; called after the pool's counts moved."""
+
+
+def count_value(counter: itertools.count[int]) -> int:
+    """How many times ``next()`` was called on a ``count()`` (its repr is ``count(n)``)."""
+    return int(repr(counter)[6:-1])
 
 
 class _Pool:
-    """What both pools share: the counts and running an item on the caller's thread."""
+    """What both pools share: claims, counts, and running an item on this thread.
+
+    An item waiting in the queue is a key of ``_claims``. Taking it out with the
+    atomic ``dict.pop`` decides, without a lock, who has it: the worker about to run
+    it, or ``cancel()`` (through :meth:`unqueue`). Exactly one of them wins.
+    """
 
     _lock: threading.Lock
     _queue_size: int
-    queued: int
-    running: int
+    _claims: dict[WorkItem, None]
+    _started: itertools.count[int]
+    _finished: itertools.count[int]
+    workers: int
 
-    def has_room_locked(self) -> bool:
-        return self.queued < self._queue_size
+    @property
+    def queued(self) -> int:
+        """Items waiting for a thread (cancelled ones are no longer counted)."""
+        return len(self._claims)
 
-    def run_in_caller(self, item: WorkItem, *, was_queued: bool = False) -> None:
-        """Run an item on this thread (``on_full="caller_runs"``, manual schedulers)."""
-        with self._lock:
-            if not item._claim():
-                return
-            if was_queued:
-                self.queued -= 1
-            self.running += 1
-        try:
-            item._execute()
-        finally:
-            with self._lock:
-                self.running -= 1
-                token = item._complete()
-        if token is not None:
-            item._notify(token)
+    @property
+    def running(self) -> int:
+        return count_value(self._started) - count_value(self._finished)
+
+    @property
+    def idle(self) -> int:
+        return max(0, self.workers - self.running)
+
+    def unqueue(self, item: WorkItem) -> bool:
+        """Take a queued item back (to cancel it); False if a thread already has it."""
+        return self._claims.pop(item, 1) is None
+
+    def run_in_caller(self, item: WorkItem) -> None:
+        """Run an item that was never queued on this thread (``caller_runs``)."""
+        next(self._started)
+        item._execute()
+        item._finish()
+        next(self._finished)
+        item._notify()
+
+    def drain_locked(self) -> list[WorkItem]:
+        """Take back every queued item, for cancellation."""
+        items: list[WorkItem] = []
+        claims = self._claims
+        while claims:
+            try:
+                items.append(claims.popitem()[0])
+            except KeyError:  # a worker took the last one meanwhile
+                break
+        items.reverse()
+        return items
 
 
 class WorkerPool(_Pool):
     """Threads that run work items, at most ``max_workers`` at once.
 
     Args:
-        lock: the owner's lock, shared.
+        lock: the owner's lock, shared (the workers take it only to start or stop).
         max_workers: upper bound on threads (>= 1).
         min_workers: threads kept alive while idle once started (<= max_workers).
         queue_size: bound on items waiting for a thread (>= 1); running ones don't count.
         idle_timeout: seconds an idle thread above ``min_workers`` waits before exiting.
-        on_full: what ``submit_locked`` does when ``queue_size`` items are waiting.
+        on_full: what :meth:`wait_for_room_locked` does when the queue is full.
         name: prefix of the thread names.
     """
 
@@ -114,25 +142,31 @@ class WorkerPool(_Pool):
         self._on_full: OnFull = on_full
         self._name = name
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._claims = {}
+        self._started = itertools.count()
+        self._finished = itertools.count()
+        # busy[i]: worker slot i holds an item. Only slot i's thread writes it (a list
+        # item store is atomic), so posters can count idle threads without the lock.
+        self._busy = [False] * max_workers
+        self._free_slots = list(range(max_workers - 1, -1, -1))
         self._not_full = threading.Condition(lock)
         self._blocked = 0  # posters waiting in on_full="block"
-        self._in_queue = 0  # physical items in _queue (cancelled ones and stops included)
-        self.queued = 0  # live items waiting for a thread
-        self.running = 0
         self.workers = 0
-        self.idle = 0
         self._closed = False
         self._threads: set[threading.Thread] = set()
         self._thread_ids = itertools.count(1)
 
     # ------------------------------------------------------------- submission
-    def wait_for_room_locked(self, is_closed: object) -> str:
+    def is_full(self) -> bool:
+        return len(self._claims) >= self._queue_size
+
+    def wait_for_room_locked(self, is_closed: Callable[[], bool]) -> str:
         """Apply ``on_full`` while the queue is full.
 
         Returns "ok" when there is room, "caller" when the caller must run the item
         itself. Raises QueueFull or SchedulerShutdown.
         """
-        while self.queued >= self._queue_size:
+        while len(self._claims) >= self._queue_size:
             policy = self._on_full
             if policy == "raise":
                 raise QueueFull(
@@ -143,77 +177,95 @@ class WorkerPool(_Pool):
                 return "caller"
             self._blocked += 1
             try:
-                self._not_full.wait()
+                # Workers notify without the lock when they see a blocked poster; the
+                # timeout covers a notification that raced with our going to sleep.
+                self._not_full.wait(0.05)
             finally:
                 self._blocked -= 1
-            if callable(is_closed) and is_closed():
+            if is_closed():
                 raise SchedulerShutdown("scheduler shut down while waiting for queue room")
         return "ok"
 
-    def submit_locked(self, item: WorkItem) -> None:
-        """Queue an item (room already checked, or a timer that must not wait)."""
-        self.queued += 1
-        self._in_queue += 1
+    def put(self, item: WorkItem) -> None:
+        """Queue an item without the lock (room already checked)."""
+        self._claims[item] = None
         self._queue.put(item)
-        if self.queued > self.idle and self.workers < self._max_workers and not self._closed:
-            self._spawn_locked()
+        # Racy reads, re-checked under the lock. A worker leaving for idleness gives up
+        # its `workers` count *before* it looks at the queue a last time, so an item put
+        # after that look always sees the smaller count here.
+        if self.workers < self._max_workers and len(self._claims) > self._idle_estimate():
+            with self._lock:
+                self._maybe_spawn_locked()
 
-    def discard_locked(self) -> None:
-        """A queued item was cancelled: it no longer counts (the thread will skip it)."""
-        self.queued -= 1
-        if self._blocked:
-            self._not_full.notify()
+    def submit_locked(self, item: WorkItem) -> None:
+        """Queue an item with the lock held (the timer thread: it never waits)."""
+        self._claims[item] = None
+        self._queue.put(item)
+        self._maybe_spawn_locked()
+
+    def _idle_estimate(self) -> int:
+        return self.workers - self._busy.count(True)
+
+    def _maybe_spawn_locked(self) -> None:
+        if (
+            self.workers < self._max_workers
+            and not self._closed
+            and len(self._claims) > self._idle_estimate()
+        ):
+            self._spawn_locked()
 
     # --------------------------------------------------------------- threads
     def _spawn_locked(self) -> None:
-        t = WheeltaskThread(self._worker, f"{self._name}-worker-{next(self._thread_ids)}")
+        slot = self._free_slots.pop()
+        t = WheeltaskThread(
+            lambda: self._worker(slot), f"{self._name}-worker-{next(self._thread_ids)}"
+        )
         self.workers += 1
-        self.idle += 1
         self._threads.add(t)
         t.start()
 
-    def _worker(self) -> None:
-        lock = self._lock
+    def _worker(self, slot: int) -> None:
         get = self._queue.get
+        claim = self._claims.pop
+        busy = self._busy
+        started = self._started
+        finished = self._finished
         timeout = self._idle_timeout
         me = threading.current_thread()
         while True:
             try:
                 item = get(True, timeout)
             except queue.Empty:
-                with lock:
-                    if self._in_queue == 0 and self.workers > self._min_workers:
-                        self._exit_locked(me)
+                with self._lock:
+                    self.workers -= 1
+                    if self._queue.qsize() == 0 and self.workers >= self._min_workers:
+                        self._leave_locked(me, slot)
                         return
+                    self.workers += 1
                 continue
-            with lock:
-                self.idle -= 1
-                self._in_queue -= 1
-                if item is _STOP:
-                    self._exit_locked(me, idle=False)
-                    return
-                work = cast(WorkItem, item)
-                if not work._claim():
-                    self.idle += 1
-                    continue
-                self.queued -= 1
-                self.running += 1
-                if self._blocked:
-                    self._not_full.notify()
+            if item is _STOP:
+                with self._lock:
+                    self.workers -= 1
+                    self._leave_locked(me, slot)
+                return
+            work = cast(WorkItem, item)
+            if claim(work, 1) is not None:
+                continue  # cancelled while it waited
+            busy[slot] = True
+            next(started)
+            if self._blocked:
+                with self._lock:
+                    self._not_full.notify_all()
             work._execute()
-            with lock:
-                self.running -= 1
-                self.idle += 1
-                token = work._complete()
-            if token is not None:
-                work._notify(token)
-            del item, work, token
+            work._finish()
+            next(finished)
+            busy[slot] = False
+            work._notify()
+            del item, work
 
-    def _exit_locked(self, me: threading.Thread, idle: bool = True) -> None:
-        self.workers -= 1
-        if idle:
-            self.idle -= 1
+    def _leave_locked(self, me: threading.Thread, slot: int) -> None:
         self._threads.discard(me)
+        self._free_slots.append(slot)
 
     def is_worker(self, thread: threading.Thread) -> bool:
         return thread in self._threads
@@ -221,25 +273,12 @@ class WorkerPool(_Pool):
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
 
-    def drain_locked(self) -> list[object]:
-        """Take every item still waiting (for cancellation); counts drop to zero."""
-        items: list[object] = []
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        self._in_queue = 0
-        self.queued = 0
-        return [i for i in items if i is not _STOP]
-
     def stop_locked(self) -> None:
         """Tell every thread to exit once the items queued before it are done."""
         if self._closed:
             return
         self._closed = True
         for _ in range(self.workers):
-            self._in_queue += 1
             self._queue.put(_STOP)
         self.release_blocked_locked()
 
@@ -258,13 +297,16 @@ class InlinePool(_Pool):
         self._queue_size = queue_size
         self._on_full: OnFull = on_full
         self._items: collections.deque[WorkItem] = collections.deque()
-        self.queued = 0
-        self.running = 0
+        self._claims = {}
+        self._started = itertools.count()
+        self._finished = itertools.count()
         self.workers = 0
-        self.idle = 0
 
-    def wait_for_room_locked(self, is_closed: object) -> str:
-        if self.queued < self._queue_size:
+    def is_full(self) -> bool:
+        return len(self._claims) >= self._queue_size
+
+    def wait_for_room_locked(self, is_closed: Callable[[], bool]) -> str:
+        if len(self._claims) < self._queue_size:
             return "ok"
         if self._on_full == "caller_runs":
             return "caller"
@@ -275,36 +317,29 @@ class InlinePool(_Pool):
             "cannot block: advance the clock or call run_due() first"
         )
 
-    def submit_locked(self, item: WorkItem) -> None:
-        self.queued += 1
+    def put(self, item: WorkItem) -> None:
+        self._claims[item] = None
         self._items.append(item)
 
-    def discard_locked(self) -> None:
-        self.queued -= 1
+    submit_locked = put
 
     def run_queued(self) -> int:
         """Run queued items in order, including ones queued meanwhile; return count."""
         n = 0
         items = self._items
-        while True:
-            with self._lock:
-                if not items:
-                    return n
-                item = items.popleft()
-            self.run_in_caller(item, was_queued=True)
+        while items:
+            item = items.popleft()
+            if self._claims.pop(item, 1) is not None:
+                continue  # cancelled
+            self.run_in_caller(item)
             n += 1
+        return n
 
     def is_worker(self, thread: threading.Thread) -> bool:
         return False
 
     def threads(self) -> list[threading.Thread]:
         return []
-
-    def drain_locked(self) -> list[object]:
-        items: list[object] = list(self._items)
-        self._items.clear()
-        self.queued = 0
-        return items
 
     def stop_locked(self) -> None:
         """Nothing to stop: an inline pool has no threads."""

@@ -6,6 +6,7 @@ import atexit
 import collections
 import dataclasses
 import datetime
+import itertools
 import logging
 import math
 import os
@@ -18,7 +19,6 @@ from ._clock import Clock, MonotonicClock, VirtualClock, real_monotonic
 from ._errors import QueueFull, SchedulerShutdown, TaskCancelled
 from ._handle import (
     CANCELLED,
-    FAILED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -29,7 +29,7 @@ from ._handle import (
     callable_name,
     notify,
 )
-from ._pool import InlinePool, OnFull, WheeltaskThread, WorkerPool
+from ._pool import InlinePool, OnFull, WheeltaskThread, WorkerPool, count_value
 from ._wheel import TICK_NS, Wheel
 
 __all__ = ["Scheduler", "Stats"]
@@ -248,11 +248,11 @@ class Scheduler:
         self._wheel = Wheel(TICK_NS, self._now_ns() // TICK_NS)
         self._pool: WorkerPool | InlinePool = self._make_pool()
         self._closing = False
-        self._ids = 0
+        self._ids = itertools.count(1)  # atomic under the GIL: lock-free posts use it
+        self._refused = 0  # ids taken by posts that were refused after all
         self._intervals: set[TaskHandle] = set()
-        self._submitted = 0
-        self._succeeded = 0
-        self._failed = 0
+        self._n_succeeded = itertools.count()  # bumped by workers without the lock
+        self._n_failed = itertools.count()
         self._cancelled = 0
         self._missed = 0
         self._rejected = 0
@@ -369,11 +369,9 @@ class Scheduler:
                     f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
                     "retry later or raise max_pending"
                 )
-            self._ids += 1
-            h._id = self._ids
+            h._id = next(self._ids)
             h._state = WAITING
             wheel.add(h)
-            self._submitted += 1
             if periodic:
                 self._intervals.add(h)
             if -(-h._deadline // TICK_NS) < self._wake_tick:
@@ -382,6 +380,28 @@ class Scheduler:
 
     def _post_now(self, h: TaskHandle) -> TaskHandle:
         h._deadline = 0
+        h._state = QUEUED
+        if self._closing:
+            raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+        pool = self._pool
+        if self._manual or pool.is_full():
+            return self._post_now_locked(h)
+        # Lock-free: the id counter, the claims dict and the SimpleQueue are each
+        # atomic under the GIL.
+        h._id = next(self._ids)
+        pool.put(h)
+        if self._closing:
+            # shutdown() began meanwhile and may have found the queue empty: take the
+            # task back unless a worker has it already (then it runs).
+            with self._lock:
+                if pool.unqueue(h):
+                    h._state = CANCELLED
+                    h._args = TaskCancelled("refused: the scheduler shut down")
+                    self._refused += 1
+                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+        return h
+
+    def _post_now_locked(self, h: TaskHandle) -> TaskHandle:
         pool = self._pool
         caller = False
         with self._lock:
@@ -393,10 +413,7 @@ class Scheduler:
                 except QueueFull:
                     self._rejected += 1
                     raise
-            self._ids += 1
-            h._id = self._ids
-            h._state = QUEUED
-            self._submitted += 1
+            h._id = next(self._ids)
             if not caller:
                 pool.submit_locked(h)
         if caller:
@@ -479,43 +496,38 @@ class Scheduler:
             self._wheel.add(h)
 
     # ------------------------------------------------------------ completion
-    def _complete_locked(self, h: TaskHandle) -> list[Any] | None:
+    def _finish_interval(self, h: TaskHandle) -> None:
+        """A run of an interval task ended (lock not held)."""
         extra = h._extra
-        final = True
-        if extra is None or extra.interval is None:
-            if type(h._args) is Failure:
-                h._state = FAILED
-                self._failed += 1
-            else:
-                h._state = SUCCEEDED
-                self._succeeded += 1
-        else:
+        assert extra is not None
+        with self._lock:
             extra.runs += 1
             if type(extra.last) is Failure:
-                self._failed += 1
+                next(self._n_failed)
             else:
-                self._succeeded += 1
+                next(self._n_succeeded)
             if extra.stop is not None:
                 h._state = CANCELLED
                 self._cancelled += 1
                 self._intervals.discard(h)
             else:
                 h._state = WAITING
-                final = False
-        if self._closing:
-            self._closed_progress_locked()
-        ws = h._waiters
-        if ws is None:
-            return None
-        if final:
-            h._waiters = None
-            return ws
-        locks = [w for w in ws if type(w) is _LockType]
-        if not locks:
-            return None
-        rest = [w for w in ws if type(w) is not _LockType]
-        h._waiters = rest or None
-        return locks
+
+    def _report_progress(self, h: TaskHandle) -> None:
+        """After a run: wake the handle's waiters, and shutdown() if it waits."""
+        with self._lock:
+            if self._closing:
+                self._closed_progress_locked()
+            ws = h._waiters
+            if ws is None:
+                return
+            if h._state >= SUCCEEDED:
+                h._waiters = None
+                token = ws
+            else:  # an interval task between runs: wake waits, keep done callbacks
+                token = [w for w in ws if type(w) is _LockType]
+                h._waiters = [w for w in ws if type(w) is not _LockType] or None
+        notify(h, token)
 
     # ------------------------------------------------------------------ cancel
     def _cancel(self, h: TaskHandle, reason: str) -> bool:
@@ -538,8 +550,13 @@ class Scheduler:
                     extra.stop = TaskCancelled(f"{h.name!r} {reason}")
                 return True, None
             return False, None
-        if st == QUEUED:
-            self._pool.discard_locked()
+        if st == QUEUED and not self._pool.unqueue(h):
+            # A worker has just claimed it: it runs (or is running).
+            if extra is not None and extra.interval is not None:
+                if extra.stop is None:
+                    extra.stop = TaskCancelled(f"{h.name!r} {reason}")
+                return True, None
+            return False, None
         return True, self._finish_cancelled_locked(h, reason)
 
     def _finish_cancelled_locked(self, h: TaskHandle, reason: str) -> list[Any] | None:
@@ -598,23 +615,27 @@ class Scheduler:
                 r = self._progress_locked(h, n)
                 if r is not None:
                     return r
-                if end is not None:
-                    remaining = end - real_monotonic()
-                    if remaining <= 0:
-                        return False
-                waiter = _allocate_lock()
+                remaining = None if end is None else end - real_monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                waiter = _allocate_lock()  # allocated only when someone really waits
                 waiter.acquire()
-                if h._waiters is None:
-                    h._waiters = [waiter]
-                else:
-                    h._waiters.append(waiter)
-            if end is None:
+                _register_locked(h, waiter)
+            # A one-shot task finishes without the lock: it may have done so between
+            # our check and the registration, without seeing the waiter. Look again.
+            try:
+                r = self._progress_locked(h, n)
+            except TaskCancelled:
+                r = True
+            if r is not None:
+                with self._lock:
+                    _unregister_locked(h, waiter)
+                continue
+            if remaining is None:
                 waiter.acquire()
             elif not waiter.acquire(True, remaining):
                 with self._lock:
-                    ws = h._waiters
-                    if ws is not None and waiter in ws:
-                        ws.remove(waiter)
+                    _unregister_locked(h, waiter)
 
     def _virtual_wait(self, h: TaskHandle, n: int, timeout: float | None) -> bool:
         clock = self._clock
@@ -649,12 +670,15 @@ class Scheduler:
 
     def _add_done_callback(self, h: TaskHandle, fn: Callable[[TaskHandle], object]) -> None:
         with self._lock:
+            registered = h._state < SUCCEEDED
+            if registered:
+                _register_locked(h, fn)
+        if registered:
             if h._state < SUCCEEDED:
-                if h._waiters is None:
-                    h._waiters = [fn]
-                else:
-                    h._waiters.append(fn)
-                return
+                return  # the run's end calls it
+            with self._lock:  # finished meanwhile: whoever takes it off calls it
+                if not _unregister_locked(h, fn):
+                    return
         try:
             fn(h)
         except Exception:
@@ -805,11 +829,9 @@ class Scheduler:
         for h in self._wheel.drain():
             assert isinstance(h, TaskHandle)
             tokens.append((h, self._cancel_locked(h, reason)[1]))
-        for item in self._pool.drain_locked():
+        for item in self._pool.drain_locked():  # each one taken back from the queue
             assert isinstance(item, TaskHandle)
-            if item._state == QUEUED:
-                # drain_locked already took it out of the counts
-                tokens.append((item, self._finish_cancelled_locked(item, reason)))
+            tokens.append((item, self._finish_cancelled_locked(item, reason)))
         for h in list(self._intervals):
             tokens.append((h, self._cancel_locked(h, reason)[1]))
         return tokens
@@ -859,9 +881,9 @@ class Scheduler:
                 pool.running,
                 pool.workers,
                 pool.idle,
-                self._submitted,
-                self._succeeded,
-                self._failed,
+                count_value(self._ids) - 1 - self._refused,
+                count_value(self._n_succeeded),
+                count_value(self._n_failed),
                 0,
                 self._cancelled,
                 self._missed,
@@ -922,6 +944,25 @@ class Scheduler:
                 if isinstance(h, TaskHandle) and h._state < SUCCEEDED:
                     h._waiters = None  # their threads are in the parent
                     self._finish_cancelled_locked(h, "not run: inherited across fork()")
+
+
+def _register_locked(h: TaskHandle, w: object) -> None:
+    if h._waiters is None:
+        h._waiters = [w]
+    else:
+        h._waiters.append(w)
+
+
+def _unregister_locked(h: TaskHandle, w: object) -> bool:
+    ws = h._waiters
+    if ws is not None:
+        for i, x in enumerate(ws):
+            if x is w:
+                del ws[i]
+                if not ws:
+                    h._waiters = None
+                return True
+    return False
 
 
 def _at_exit() -> None:
