@@ -79,13 +79,12 @@ class Extra:
 
 
 def callable_name(cb: object) -> str:
+    """A short name for a callback: its qualified name without ``<locals>`` parts."""
     name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
-    if isinstance(name, str):
-        return name
-    func = getattr(cb, "func", None)  # functools.partial
-    if func is not None:
-        return callable_name(func)
-    return type(cb).__qualname__
+    if not isinstance(name, str):
+        func = getattr(cb, "func", None)  # functools.partial
+        name = callable_name(func) if func is not None else type(cb).__qualname__
+    return name.rpartition("<locals>.")[2]
 
 
 @final

@@ -32,6 +32,13 @@ logger = logging.getLogger("wheeltask")
 _STOP: Final = object()
 
 
+def _queue_full(size: int) -> QueueFull:
+    return QueueFull(
+        f"run queue is full ({size} tasks waiting; on_full='raise'): "
+        "retry later or raise queue_size"
+    )
+
+
 class WheeltaskThread(threading.Thread):
     """Every thread wheeltask starts is one of these (daemon), so leaks can be found."""
 
@@ -169,10 +176,7 @@ class WorkerPool(_Pool):
         while len(self._claims) >= self._queue_size:
             policy = self._on_full
             if policy == "raise":
-                raise QueueFull(
-                    f"run queue is full ({self._queue_size} tasks waiting; "
-                    "on_full='raise'): retry later or raise queue_size"
-                )
+                raise _queue_full(self._queue_size)
             if policy == "caller_runs":
                 return "caller"
             self._blocked += 1
@@ -310,6 +314,8 @@ class InlinePool(_Pool):
             return "ok"
         if self._on_full == "caller_runs":
             return "caller"
+        if self._on_full == "raise":
+            raise _queue_full(self._queue_size)
         # Blocking would wait for a thread that does not exist: nothing runs until the
         # test advances the clock.
         raise QueueFull(

@@ -59,11 +59,13 @@ class Stats:
     """A snapshot of a scheduler's counters (``Scheduler.stats()``).
 
     ``pending`` counts timers on the wheels, ``queued`` tasks waiting for a worker,
-    ``running`` callbacks in progress. ``succeeded``/``failed`` count completed runs by
-    outcome, ``cancelled`` tasks that ended cancelled, ``missed`` interval firings
-    skipped, ``rejected`` posts refused with ``QueueFull``. Lateness is how long after
-    its deadline the wheel handed a timer to the pool, in seconds, over the most
-    recent 8,192 firings (0.0 before the first).
+    ``running`` callbacks in progress. ``submitted`` counts accepted posts,
+    ``succeeded``/``failed`` completed runs by outcome, ``cancelled`` tasks that ended
+    cancelled, ``missed`` interval firings skipped. ``rejected`` counts tasks accepted
+    and then refused before running (a post that raced ``shutdown()``); a post refused
+    at once (``QueueFull``, ``SchedulerShutdown``, bad input) changes no count.
+    Lateness is how long after its deadline the wheel handed a timer to the pool, in
+    seconds, over the most recent 8,192 firings (0.0 before the first).
     """
 
     pending: int
@@ -249,13 +251,14 @@ class Scheduler:
         self._pool: WorkerPool | InlinePool = self._make_pool()
         self._closing = False
         self._ids = itertools.count(1)  # atomic under the GIL: lock-free posts use it
-        self._refused = 0  # ids taken by posts that were refused after all
+        # Posts that took an id and were then refused (a shutdown() racing the post):
+        # the poster got SchedulerShutdown; stats() counts them as rejected.
+        self._refused = 0
         self._intervals: set[TaskHandle] = set()
         self._n_succeeded = itertools.count()  # bumped by workers without the lock
         self._n_failed = itertools.count()
         self._cancelled = 0
         self._missed = 0
-        self._rejected = 0
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
         self._shutdown_in_tasks = 0
@@ -364,7 +367,6 @@ class Scheduler:
                 raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
             wheel = self._wheel
             if self._max_pending is not None and len(wheel) >= self._max_pending:
-                self._rejected += 1
                 raise QueueFull(
                     f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
                     "retry later or raise max_pending"
@@ -408,11 +410,7 @@ class Scheduler:
             if self._closing:
                 raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
             if pool.queued >= self._queue_size:
-                try:
-                    caller = pool.wait_for_room_locked(self._is_closing) == "caller"
-                except QueueFull:
-                    self._rejected += 1
-                    raise
+                caller = pool.wait_for_room_locked(self._is_closing) == "caller"
             h._id = next(self._ids)
             if not caller:
                 pool.submit_locked(h)
@@ -887,7 +885,7 @@ class Scheduler:
                 0,
                 self._cancelled,
                 self._missed,
-                self._rejected,
+                self._refused,
             )
             late_max = self._late_max
         samples.sort()

@@ -1,0 +1,29 @@
+"""Shared fixtures: every test must leave no wheeltask thread behind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from wheeltask._pool import WheeltaskThread
+
+
+def _ours() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if isinstance(t, WheeltaskThread)]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves wheeltask threads running (shut your schedulers down)."""
+    before = set(_ours())
+    yield
+    # A worker told to stop by a shutdown(wait=False) exits a moment later.
+    deadline = time.monotonic() + 2.0
+    for t in _ours():
+        if t not in before:
+            t.join(max(0.0, deadline - time.monotonic()))
+    leaked = [t for t in _ours() if t not in before and t.is_alive()]
+    assert not leaked, f"wheeltask threads left running: {[t.name for t in leaked]}"
