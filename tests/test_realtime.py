@@ -1,0 +1,285 @@
+"""Real threads and real time: bounds, never equalities."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from wheeltask import QueueFull, Scheduler, TaskCancelled, TaskHandle
+from wheeltask.testing import VirtualClock
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+def test_never_early_and_p99_lateness_within_a_few_ms() -> None:
+    starts: dict[int, float] = {}
+    deadlines: dict[int, float] = {}
+    with Scheduler(max_workers=4) as s:
+        for i in range(300):
+            h = s.post_task(
+                lambda i=i: starts.__setitem__(i, time.monotonic()), delay=0.001 + 0.002 * i
+            )
+            assert h.next_run is not None
+            deadlines[i] = h.next_run
+    late = sorted(starts[i] - deadlines[i] for i in deadlines)
+    assert len(late) == 300
+    assert late[0] >= 0, f"fired early by {-late[0] * 1000:.3f} ms"
+    p99 = late[int(len(late) * 0.99) - 1]
+    assert p99 < 0.015, f"p99 lateness {p99 * 1000:.2f} ms"
+    stats = s.stats()
+    assert 0 <= stats.lateness_p50 <= stats.lateness_p99 <= stats.lateness_max
+
+
+def test_eight_threads_post_40000_tasks_each_runs_exactly_once() -> None:
+    runs: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        with lock:
+            runs[n] += 1
+
+    with Scheduler(max_workers=4, queue_size=100_000) as s:
+
+        def poster(base: int) -> None:
+            for k in range(5000):
+                n = base + k
+                if k % 4 == 0:
+                    s.post_task(work, n, delay=0.001 * (k % 50))
+                else:
+                    s.post_task(work, n)
+
+        threads = [threading.Thread(target=poster, args=(b * 5000,)) for b in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(runs) == 40_000 and set(runs.values()) == {1}
+    st = s.stats()
+    assert (st.submitted, st.succeeded, st.pending, st.queued) == (40_000, 40_000, 0, 0)
+
+
+@pytest.mark.parametrize("delay", [None, 0.001])
+def test_cancel_racing_the_firing_is_true_iff_never_ran(
+    fast_switching: None, delay: float | None
+) -> None:
+    ran: set[int] = set()
+    results: dict[int, bool] = {}
+    with Scheduler(max_workers=2) as s:
+        for round_ in range(40):
+            # Delayed: deadlines spread over ~20 ms, cancelled one by one over the same
+            # span, so the timer thread fires some just before their cancel() and
+            # some cancels land just before the firing.
+            handles = [
+                s.post_task(ran.add, round_ * 100 + i, delay=delay and delay + i * 0.0002)
+                for i in range(100)
+            ]
+            for i, h in enumerate(handles):
+                if delay:
+                    time.sleep(0.0002)
+                results[round_ * 100 + i] = h.cancel()
+            for h in handles:
+                with contextlib.suppress(TaskCancelled):
+                    h.wait_for_finished(timeout=5)
+    assert len(results) == 4000
+    mismatches = [n for n, ok in results.items() if ok == (n in ran)]
+    assert not mismatches, mismatches[:10]
+    # Both outcomes happened, or the race was not exercised.
+    assert any(results.values()) and not all(results.values())
+
+
+def test_idle_scheduler_with_far_timers_uses_no_cpu() -> None:
+    with Scheduler() as s:
+        handles = [s.post_task(print, delay=3600 + i * 0.01) for i in range(10_000)]
+        time.sleep(0.05)
+        c0, t0 = time.process_time(), time.monotonic()
+        time.sleep(0.5)
+        cpu = (time.process_time() - c0) / (time.monotonic() - t0)
+        assert cpu < 0.02, f"{cpu:.1%} of a core while idle"
+        for h in handles:
+            h.cancel()
+
+
+def test_after_a_stall_every_elapsed_tick_runs_in_order_once() -> None:
+    # A threaded scheduler on a VirtualClock: one 10 s jump is a stall for its timer
+    # thread, which must then process every elapsed tick in order.
+    clock = VirtualClock()
+    order: list[int] = []
+    lock = threading.Lock()
+
+    def rec(n: int) -> None:
+        with lock:
+            order.append(n)
+
+    with Scheduler(clock=clock, max_workers=1) as s:
+        for i in range(50):
+            s.post_task(rec, i, delay=0.2 * (50 - i))  # posted in reverse deadline order
+        tick = s.post_task(lambda: None, interval=1.0)
+        clock.advance(10.5)
+        assert tick.wait_for_runs(1, timeout=5)
+        s.shutdown(timeout=5)
+    assert order == list(range(49, -1, -1))
+    # One catch-up run for the ten elapsed grid points, the rest counted missed.
+    assert tick.runs == 1 and tick.missed == 9
+    assert s.stats().missed == 9
+
+
+def test_interval_runs_never_overlap() -> None:
+    active = 0
+    overlap = False
+    lock = threading.Lock()
+
+    def slow() -> None:
+        nonlocal active, overlap
+        with lock:
+            active += 1
+            overlap = overlap or active > 1
+        time.sleep(0.035)
+        with lock:
+            active -= 1
+
+    with Scheduler(max_workers=4) as s:
+        h = s.post_task(slow, interval=0.01)
+        assert h.wait_for_runs(3, timeout=5)
+        h.cancel()
+    assert not overlap
+    assert h.missed >= 3
+    assert h.done() and h.cancelled()
+
+
+def test_max_workers_bounds_concurrency_and_idle_workers_exit() -> None:
+    active = peak = 0
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def work() -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        gate.wait(5)
+        with lock:
+            active -= 1
+
+    with Scheduler(max_workers=3, min_workers=1, idle_timeout=0.05) as s:
+        handles = [s.post_task(work) for _ in range(10)]
+        deadline = time.monotonic() + 5
+        while s.stats().running < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert s.stats().workers == 3 and s.stats().queued == 7
+        gate.set()
+        for h in handles:
+            assert h.wait_for_finished(timeout=5)
+        deadline = time.monotonic() + 5
+        while s.stats().workers > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s.stats().workers == 1  # shrank to min_workers
+    assert peak == 3
+
+
+def test_on_full_block_waits_for_room() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1, queue_size=1, on_full="block") as s:
+        s.post_task(gate.wait, 5)  # occupies the only worker
+        s.post_task(print, "fills the queue")
+        t0 = time.monotonic()
+        threading.Timer(0.1, gate.set).start()
+        s.post_task(lambda: None)  # blocks until the first task ends
+        assert time.monotonic() - t0 >= 0.09
+
+
+def test_on_full_caller_runs_on_the_posting_thread() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1, queue_size=1, on_full="caller_runs") as s:
+        s.post_task(gate.wait, 5)
+        s.post_task(print, "fills the queue")
+        h = s.post_task(threading.current_thread)
+        assert h.done() and h.result() is threading.current_thread()
+        gate.set()
+
+
+def test_timer_thread_never_blocks_on_a_full_queue() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1, queue_size=1, on_full="raise") as s:
+        s.post_task(gate.wait, 5)
+        timers = [s.post_task(lambda: None, delay=0.01) for _ in range(10)]
+        deadline = time.monotonic() + 5
+        while s.stats().pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert s.stats().queued == 10  # past queue_size: accepted timers always queue
+        gate.set()
+        assert all(h.wait_for_finished(5) for h in timers)
+
+
+def test_max_pending_bounds_timers() -> None:
+    with Scheduler(max_pending=2) as s:
+        a = s.post_task(print, delay=60)
+        b = s.post_task(print, delay=60)
+        with pytest.raises(QueueFull):
+            s.post_task(print, delay=60)
+        a.cancel()
+        c = s.post_task(print, delay=60)  # room again
+        for h in (b, c):
+            h.cancel()
+
+
+def test_failing_callback_is_logged_once_and_the_worker_survives(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def boom() -> None:
+        raise KeyError("nope")
+
+    with caplog.at_level(logging.ERROR, logger="wheeltask"), Scheduler(max_workers=1) as s:
+        bad = s.post_task(boom)
+        good = s.post_task(lambda: "fine")
+        assert good.result(timeout=5) == "fine"
+        assert isinstance(bad.exception(timeout=5), KeyError)
+    records = [r for r in caplog.records if r.exc_info and r.exc_info[1] is bad.exception()]
+    assert len(records) == 1
+
+
+def test_wait_for_finished_wakes_promptly_and_times_out() -> None:
+    with Scheduler() as s:
+        h = s.post_task(time.sleep, 0.05)
+        t0 = time.monotonic()
+        assert h.wait_for_finished(timeout=0.01) is False
+        assert 0.009 <= time.monotonic() - t0 < 0.5
+        assert h.wait_for_finished(timeout=5) is True
+        assert time.monotonic() - t0 < 1.0
+        slow = s.post_task(time.sleep, 0.2)
+        with pytest.raises(TimeoutError):
+            slow.result(timeout=0.01)
+        slow.wait_for_finished(5)
+
+
+def test_many_threads_wait_on_one_handle() -> None:
+    gate = threading.Event()
+    with Scheduler() as s:
+        h: TaskHandle = s.post_task(gate.wait, 5, delay=0.01)
+        got: list[bool] = []
+        waiters = [
+            threading.Thread(target=lambda: got.append(h.wait_for_finished(5))) for _ in range(8)
+        ]
+        for t in waiters:
+            t.start()
+        time.sleep(0.02)
+        gate.set()
+        for t in waiters:
+            t.join(5)
+    assert got == [True] * 8
