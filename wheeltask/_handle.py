@@ -132,6 +132,7 @@ class TaskHandle:
 
     @property
     def state(self) -> TaskState:
+        """PENDING (waiting for its time or a worker), RUNNING, or a final state."""
         return _PUBLIC[self._state]
 
     @property
@@ -165,6 +166,7 @@ class TaskHandle:
         return self._deadline / 1e9
 
     def cancelled(self) -> bool:
+        """True if the task ended cancelled (by ``cancel()`` or a shutdown)."""
         return self._state == CANCELLED
 
     def done(self) -> bool:
@@ -172,6 +174,7 @@ class TaskHandle:
         return self._state >= SUCCEEDED
 
     def running(self) -> bool:
+        """True while a run of the callback is in progress."""
         return self._state == RUNNING
 
     # ---------------------------------------------------------------- control

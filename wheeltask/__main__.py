@@ -1,0 +1,149 @@
+"""Command line: ``python -m wheeltask demo`` (and ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import wheeltask
+
+
+class _OneLine(logging.Formatter):
+    """The demo's log lines: the message and the exception, without a traceback."""
+
+    def __init__(self, clear: str) -> None:
+        super().__init__()
+        self._clear = clear  # erases the live status line first, on a terminal
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        suffix = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        return f"{self._clear}  ! {record.getMessage()}{suffix}"
+
+
+def _demo(speed: float) -> int:
+    """Delayed tasks, an interval, a cancel, a wait, a failure, and wait_and_exit."""
+
+    def t(seconds: float) -> float:
+        return seconds / speed
+
+    start = time.monotonic()
+    lock = threading.Lock()
+    tty = sys.stdout.isatty()
+
+    clear = "\r\033[K" if tty else ""
+
+    def say(text: str) -> None:
+        with lock:
+            print(f"{clear}[{time.monotonic() - start:5.2f}s] {text}", flush=True)
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_OneLine(clear))
+    log = logging.getLogger("wheeltask")
+    log.addHandler(handler)
+    log.propagate = False
+
+    wheeltask.configure(max_workers=4, name="demo")
+    post = wheeltask.post_task
+
+    say("posting: four delayed tasks, a heartbeat every 0.4 s, one to cancel, one that fails")
+    coffee = post(say, "delayed 0.5 s: coffee is ready", delay=t(0.5), name="coffee")
+    post(say, "delayed 1.0 s: mail checked", delay=t(1.0), name="mail")
+
+    def build_report() -> int:
+        say("delayed 2.0 s: report built")
+        return 42
+
+    report = post(build_report, delay=t(2.0), name="report")
+    post(say, "delayed 4.0 s: nightly cleanup (wait_and_exit waited for it)", delay=t(4.0))
+    beats: list[int] = []
+
+    def heartbeat() -> None:
+        beats.append(len(beats) + 1)
+        say(f"interval: heartbeat #{len(beats)}")
+
+    hb = post(heartbeat, interval=t(0.4), name="heartbeat")
+    doomed = post(say, "this never prints", delay=t(2.5), name="doomed")
+
+    def failing() -> None:
+        raise ValueError("disk full (on purpose)")
+
+    broken = post(failing, delay=t(1.5), name="broken")
+
+    def status() -> str:
+        s = wheeltask.get_scheduler().stats()
+        done = s.succeeded + s.failed + s.cancelled
+        return (
+            f"pending={s.pending} queued={s.queued} running={s.running} done={done} "
+            f"workers={s.workers}"
+        )
+
+    stop_status = threading.Event()
+
+    def status_line() -> None:
+        while not stop_status.wait(0.1 / max(speed, 1)):
+            if tty:
+                with lock:
+                    print(f"\r\033[K  {status()}", end="", flush=True)
+
+    painter = threading.Thread(target=status_line, daemon=True)
+    painter.start()
+
+    coffee.wait_for_finished(timeout=t(5))
+    time.sleep(t(0.7))
+    say(f"cancel 'doomed' before it runs: cancel() -> {doomed.cancel()}; state {doomed.state.name}")
+    say("burst: 2,000 immediate tasks through the pool")
+    burst = [post(sum, range(1000)) for _ in range(2000)]
+    say(f"  right after posting: {status()}")
+    say(f"wait_for_finished(report, timeout=3) -> {report.wait_for_finished(timeout=t(3))}")
+    say(f"report.result() -> {report.result()}; burst done: {all(h.done() for h in burst)}")
+    say(f"broken failed with {broken.exception()!r}; state {broken.state.name}")
+    time.sleep(max(0.0, t(3.2) - (time.monotonic() - start)))
+    say(f"status: {status()}")
+    say("wait_and_exit(timeout=5): the heartbeat stops, pending one-shots finish")
+    ok = wheeltask.wait_and_exit(timeout=t(5))
+    stop_status.set()
+    painter.join()
+    s = wheeltask.get_scheduler().stats()
+    say(f"wait_and_exit -> {ok}; heartbeat ran {hb.runs} times and is {hb.state.name}")
+    print()
+    print("summary")
+    print(f"  tasks submitted {s.submitted:>5}   cancelled {s.cancelled}   pending {s.pending}")
+    print(f"  runs succeeded  {s.succeeded:>5}   failed    {s.failed}   missed  {s.missed}")
+    print(
+        f"  timer lateness p50 {s.lateness_p50 * 1000:.2f} ms, p99 {s.lateness_p99 * 1000:.2f} ms,"
+        f" max {s.lateness_max * 1000:.2f} ms"
+    )
+    log.removeHandler(handler)
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m wheeltask",
+        description="wheeltask: delayed and periodic background tasks on timing wheels.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    demo = sub.add_parser("demo", help="a five-second tour with a live status line")
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="run the tour this many times faster"
+    )
+    sub.add_parser("version", help="print the installed version")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        if not args.speed > 0:
+            parser.error("--speed must be > 0")
+        return _demo(args.speed)
+    if args.command == "version":
+        print(wheeltask.__version__)
+        return 0
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
