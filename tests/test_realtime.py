@@ -283,3 +283,14 @@ def test_many_threads_wait_on_one_handle() -> None:
         for t in waiters:
             t.join(5)
     assert got == [True] * 8
+
+
+def test_earlier_deadline_wakes_the_sleeping_timer_thread() -> None:
+    with Scheduler() as s:
+        far = s.post_task(print, delay=60)
+        time.sleep(0.02)  # the timer thread is now asleep until the far timer's slot
+        t0 = time.monotonic()
+        near = s.post_task(time.monotonic, delay=0.02)
+        fired_at = near.result(timeout=5)
+        assert 0.02 <= fired_at - t0 < 0.2
+        far.cancel()
