@@ -187,6 +187,14 @@ def check_scheduler_options(
     }
 
 
+def _task_extra(name: object, interval: object) -> Extra:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    if interval is None:
+        return Extra(name)
+    return Extra(name, to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS))
+
+
 def unknown_options_error(options: dict[str, object]) -> TypeError:
     names = ", ".join(sorted(options))
     return TypeError(
@@ -334,19 +342,13 @@ class Scheduler:
             raise unknown_options_error(options)
         if not callable(cb):
             raise TypeError(f"cb must be callable, got {cb!r}")
+        extra = None if interval is None and name is None else _task_extra(name, interval)
         if delay is None:
             delay_ns = -1
-        elif type(delay) is float and 0.0 <= delay <= MAX_DELAY:  # fast path
+        elif type(delay) is float and 0.0 <= delay <= MAX_DELAY:  # the common case, fast
             delay_ns = round(delay * _NS)
         else:
             delay_ns = to_ns(delay, "delay")
-        extra = None
-        if interval is not None:
-            extra = Extra(name, to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS))
-        elif name is not None:
-            extra = Extra(name)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
 
         h: TaskHandle = _new_handle(TaskHandle)
         h._cb = cb
@@ -356,13 +358,15 @@ class Scheduler:
         h._extra = extra
         h._sched = self
         periodic = extra is not None and extra.interval is not None
-        if not periodic and delay_ns <= 0:
+        if delay_ns <= 0 and not periodic:
             return self._post_now(h)
         if delay_ns < 0:
             assert extra is not None and extra.interval is not None
             delay_ns = extra.interval  # first run after one interval
-        h._deadline = self._now_ns() + delay_ns
-        with self._lock:
+        h._deadline = deadline = self._now_ns() + delay_ns
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
+        try:
             if self._closing:
                 raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
             wheel = self._wheel
@@ -376,8 +380,10 @@ class Scheduler:
             wheel.add(h)
             if periodic:
                 self._intervals.add(h)
-            if -(-h._deadline // TICK_NS) < self._wake_tick:
+            if -(-deadline // TICK_NS) < self._wake_tick:
                 self._wake_timer_locked()
+        finally:
+            lock.release()
         return h
 
     def _post_now(self, h: TaskHandle) -> TaskHandle:

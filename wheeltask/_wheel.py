@@ -184,10 +184,9 @@ class Wheel:
         A deadline in a tick already processed fires at the next tick processed.
         The entry must not be in the wheel already.
         """
+        # Cascades re-place entries through here too (and take the count back).
         self._count += 1
-        self._place(entry, -(-entry._deadline // self._tick_ns))
-
-    def _place(self, entry: TimerEntry, t: int) -> None:
+        t = -(-entry._deadline // self._tick_ns)
         now = self._tick
         d = t - now
         if d < L0_SLOTS:
@@ -264,7 +263,8 @@ class Wheel:
                 if self.tick_of(first._deadline) - t >= _RANGE:
                     break
                 ovf.pop(0)
-                self._place(first, self.tick_of(first._deadline))
+                self.add(first)
+                self._count -= 1
         if t % _L1_SPAN == 0:
             i = (t // _L1_SPAN) % L1_SLOTS
             if self._m1 >> i & 1:
@@ -291,12 +291,15 @@ class Wheel:
     def _cascade(self, level: list[list[TimerEntry]], i: int) -> None:
         slot = level[i]
         level[i] = []
-        tick_ns = self._tick_ns
+        add = self.add
+        moved = 0
         for e in slot:
             if e._wslot is slot:
-                self._place(e, -(-e._deadline // tick_ns))
+                add(e)
+                moved += 1
             else:
                 self._dead -= 1
+        self._count -= moved
 
     def drain(self) -> list[TimerEntry]:
         """Remove and return every live entry, in (deadline, id) order."""
