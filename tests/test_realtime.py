@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from wheeltask import QueueFull, Scheduler, TaskCancelled, TaskHandle
+from wheeltask._pool import WheeltaskThread
 from wheeltask.testing import VirtualClock
 
 pytestmark = pytest.mark.slow
@@ -294,3 +295,49 @@ def test_earlier_deadline_wakes_the_sleeping_timer_thread() -> None:
         fired_at = near.result(timeout=5)
         assert 0.02 <= fired_at - t0 < 0.2
         far.cancel()
+
+
+def test_done_callback_raising_systemexit_does_not_kill_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def bad(_: TaskHandle) -> None:
+        raise SystemExit(3)
+
+    with caplog.at_level(logging.ERROR, logger="wheeltask"), Scheduler(max_workers=1) as s:
+        gate = threading.Event()
+        first = s.post_task(gate.wait, 5)
+        first.add_done_callback(bad)
+        gate.set()
+        assert first.wait_for_finished(5)
+        assert s.post_task(lambda: "alive").result(timeout=5) == "alive"
+    assert "SystemExit" in caplog.text
+
+
+def test_a_thread_that_cannot_start_is_reported_and_counts_stay_right(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_start = WheeltaskThread.start
+    allowed = {"n": 0}
+
+    def start(self: WheeltaskThread) -> None:
+        if "worker" in self.name and allowed["n"] <= 0:
+            raise RuntimeError("can't start new thread")
+        allowed["n"] -= 1
+        real_start(self)
+
+    monkeypatch.setattr(WheeltaskThread, "start", start)
+    s = Scheduler(max_workers=2)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        s.post_task(print)
+    assert s.stats().queued == 0 and s.stats().workers == 0
+    with caplog.at_level(logging.ERROR, logger="wheeltask"):
+        timer = s.post_task(lambda: "ran", delay=0.01)  # the timer thread starts fine
+        deadline = time.monotonic() + 5
+        while s.stats().pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert "could not start a worker thread" in caplog.text
+    assert s.stats().queued == 1  # queued, not dropped: it runs once a worker can start
+    allowed["n"] = 10
+    assert s.post_task(lambda: None).wait_for_finished(5)
+    assert timer.result(timeout=5) == "ran"
+    assert s.shutdown(timeout=5)

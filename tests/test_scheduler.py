@@ -124,12 +124,19 @@ class TestTiming:
         clock.advance(0.005)
         assert order == ["a", "b", "c"]
 
-    def test_not_run_before_its_tick(self, sched: Scheduler, clock: VirtualClock) -> None:
-        h = sched.post_task(lambda: None, delay=0.006)
-        clock.advance(0.006)
-        assert not h.done()  # due at 6 ms, fired by the 10 ms tick
-        clock.advance(0.004)
-        assert h.done()
+    def test_advance_runs_everything_due_by_its_end(
+        self, sched: Scheduler, clock: VirtualClock
+    ) -> None:
+        seen: list[float] = []
+        h = sched.post_task(lambda: seen.append(clock.now()), delay=0.0031)
+        later = sched.post_task(lambda: seen.append(clock.now()), delay=0.0049)
+        clock.advance(0.0030)
+        assert not h.done()
+        clock.advance(0.0001)  # ends between two ticks: what is due by then runs
+        assert h.done() and not later.done()
+        assert seen == [0.0031]
+        clock.advance(0.01)
+        assert seen == [0.0031, 0.005]  # the rest of that tick fires at its boundary
 
     def test_timedelta_delays_and_intervals(self, sched: Scheduler, clock: VirtualClock) -> None:
         times: list[float] = []

@@ -172,3 +172,47 @@ def test_wait_and_exit_timeout(default_scheduler: None) -> None:
     assert h.cancelled()
     gate.set()
     assert wheeltask.get_scheduler().shutdown(timeout=5)
+
+
+def test_two_tasks_calling_shutdown_do_not_deadlock() -> None:
+    s = Scheduler(max_workers=2)
+    barrier = threading.Barrier(2, timeout=5)
+
+    def closer() -> bool:
+        barrier.wait()
+        return s.shutdown(timeout=5)
+
+    a, b = s.post_task(closer), s.post_task(closer)
+    assert a.result(timeout=10) is True and b.result(timeout=10) is True
+    assert s.shutdown(timeout=5) is True
+
+
+def test_caller_runs_task_calling_shutdown_does_not_wait_for_itself() -> None:
+    gate = threading.Event()
+    s = Scheduler(max_workers=1, queue_size=1, on_full="caller_runs")
+    s.post_task(gate.wait, 5)
+    s.post_task(print, "fills the queue")
+    t0 = time.monotonic()
+    h = s.post_task(lambda: (gate.set(), s.shutdown(timeout=5))[1])  # runs right here
+    assert h.result(timeout=0) is True
+    assert time.monotonic() - t0 < 4
+
+
+def test_timer_thread_leaves_once_the_last_timer_is_cancelled() -> None:
+    s = Scheduler()
+    h = s.post_task(print, delay=3600)
+    assert s.shutdown(wait=False) is False
+    assert h.cancel()
+    assert s._timer is not None
+    s._timer.join(5)
+    assert not s._timer.is_alive()
+    assert s.shutdown(timeout=5) is True
+
+
+def test_shutdown_without_wait_on_an_idle_scheduler() -> None:
+    s = Scheduler()
+    assert s.shutdown(wait=False) is True  # never started a thread
+    used = Scheduler()
+    used.post_task(print).wait_for_finished(5)
+    used.shutdown(wait=False)  # threads may still be on their way out
+    assert used.shutdown(timeout=5) is True

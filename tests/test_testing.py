@@ -181,3 +181,17 @@ def test_fixture_swaps_and_restores_the_default(wheeltask_clock: VirtualClock) -
 
 def test_fixture_is_registered_as_a_plugin(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.has_plugin("wheeltask")
+
+
+def test_waiting_inside_a_manual_callback_without_timeout_raises() -> None:
+    clock = VirtualClock()
+    s = manual_scheduler(clock=clock)
+    later = s.post_task(lambda: 1, delay=10)
+    h = s.post_task(later.result)
+    clock.advance(0)
+    with pytest.raises(RuntimeError, match="without a timeout would block forever"):
+        h.result()
+    timed = s.post_task(later.wait_for_finished, 1)
+    clock.advance(0)
+    assert timed.result() is False  # with a timeout: time cannot move here
+    s.shutdown(cancel_pending=True)

@@ -238,3 +238,20 @@ def test_drain_returns_live_entries_in_order() -> None:
     assert w.drain() == [es[1], es[3], es[0]]
     assert len(w) == 0
     assert w.next_deadline() is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    deadlines=st.lists(st.integers(0, 3 * L0_SLOTS * TICK), min_size=1, max_size=40),
+    cutoff=st.integers(0, 3 * L0_SLOTS * TICK),
+)
+def test_cutoff_returns_exactly_what_is_due_by_then(deadlines: list[int], cutoff: int) -> None:
+    w = Wheel()
+    entries = [Entry(d, i) for i, d in enumerate(deadlines)]
+    for e in entries:
+        w.add(e)
+    out = w.advance(cutoff // TICK, cutoff=cutoff)
+    w._check()
+    assert sorted(e._id for e in out) == [e._id for e in entries if e._deadline <= cutoff]
+    rest = w.advance(10**9)
+    assert sorted(e._id for e in out + rest) == list(range(len(entries)))

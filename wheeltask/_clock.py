@@ -67,14 +67,19 @@ class _Driven(Protocol):
         """Time moved (threaded schedulers re-check their wheel)."""
 
 
+# run_until_idle() gives up after this many due times rather than loop forever.
+_MAX_STEPS = 1_000_000
+
+
 class VirtualClock:
     """A clock that moves only when told to: time for deterministic tests.
 
     Schedulers built on it with ``manual_scheduler`` run nothing by themselves:
     :meth:`advance` moves time forward step by step and, at each step, runs on the
-    calling thread every callback that has fallen due, in deadline order. Each callback
-    sees ``now()`` at the tick in which the wheel fires it (at or after its deadline,
-    less than 5 ms after it), not at the end of the advance.
+    calling thread every callback that has fallen due, in deadline order: every one
+    whose deadline is at or before the new time. Each callback sees ``now()`` at the
+    tick in which the wheel fires it (at or after its deadline, less than 5 ms after
+    it), or at the end of the advance if that comes first, never later.
 
     Args:
         start: the initial time in seconds.
@@ -132,7 +137,7 @@ class VirtualClock:
             if not (0 <= max_time < float("inf")):
                 raise ValueError(f"max_time must be >= 0 and finite, got {max_time!r}")
             end = self._now + round(max_time * 1_000_000_000)
-        while True:
+        for _ in range(_MAX_STEPS):
             nxt = self._next_due_ns()
             if nxt is None:
                 return
@@ -147,6 +152,10 @@ class VirtualClock:
                     "cancel them or pass max_time="
                 )
             self._advance_to_ns(max(nxt, self._now))
+        raise RuntimeError(
+            f"run_until_idle(): still busy after {_MAX_STEPS:,} steps (tasks that keep "
+            "posting tasks?); pass max_time="
+        )
 
     # ------------------------------------------------------------- internals
     def _attach(self, scheduler: _Driven) -> None:
@@ -176,10 +185,14 @@ class VirtualClock:
                 for s in list(self._schedulers):
                     if s._next_due_ns() is not None:
                         s.run_due()
+            if target > self._now:
+                self._now = target
+                # What falls due in the last, partial tick: deadline <= target.
+                for s in list(self._schedulers):
+                    if s._next_due_ns() is not None:
+                        s.run_due()
         finally:
             self._busy = False
-        if target > self._now:
-            self._now = target
         for s in list(self._schedulers):
             s._clock_moved()
 

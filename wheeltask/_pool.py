@@ -77,6 +77,7 @@ class _Pool:
     _claims: dict[WorkItem, None]
     _started: itertools.count[int]
     _finished: itertools.count[int]
+    _callers: dict[threading.Thread, int]  # threads running an item in run_in_caller
     workers: int
 
     @property
@@ -86,7 +87,10 @@ class _Pool:
 
     @property
     def running(self) -> int:
-        return count_value(self._started) - count_value(self._finished)
+        """Items taken from the queue and not finished (``_finished`` read first, so
+        a run that ends between the two reads is never missed)."""
+        finished = count_value(self._finished)
+        return count_value(self._started) - finished
 
     @property
     def idle(self) -> int:
@@ -96,13 +100,28 @@ class _Pool:
         """Take a queued item back (to cancel it); False if a thread already has it."""
         return self._claims.pop(item, 1) is None
 
-    def run_in_caller(self, item: WorkItem) -> None:
-        """Run an item that was never queued on this thread (``caller_runs``)."""
+    def count_caller_run_locked(self) -> None:
+        """Count an item as running before the lock is released (``caller_runs``), so
+        that no shutdown() finds the scheduler idle before it has run."""
         next(self._started)
-        item._execute()
-        item._finish()
-        next(self._finished)
+
+    def run_in_caller(self, item: WorkItem) -> None:
+        """Run an item counted by :meth:`count_caller_run_locked` on this thread."""
+        me = threading.current_thread()
+        self._callers[me] = self._callers.get(me, 0) + 1
+        try:
+            item._execute()
+            item._finish()
+        finally:
+            next(self._finished)
+            n = self._callers.pop(me)
+            if n > 1:
+                self._callers[me] = n - 1
         item._notify()
+
+    def in_task(self, thread: threading.Thread) -> bool:
+        """True if ``thread`` is running one of this pool's items."""
+        return thread in self._callers
 
     def drain_locked(self) -> list[WorkItem]:
         """Take back every queued item, for cancellation."""
@@ -152,6 +171,7 @@ class WorkerPool(_Pool):
         self._claims = {}
         self._started = itertools.count()
         self._finished = itertools.count()
+        self._callers = {}
         # busy[i]: worker slot i holds an item. Only slot i's thread writes it (a list
         # item store is atomic), so posters can count idle threads without the lock.
         self._busy = [False] * max_workers
@@ -160,12 +180,18 @@ class WorkerPool(_Pool):
         self._blocked = 0  # posters waiting in on_full="block"
         self.workers = 0
         self._closed = False
-        self._threads: set[threading.Thread] = set()
+        self._threads: set[threading.Thread] = set()  # workers in their loop
+        self._started_threads: list[threading.Thread] = []  # for joins: until they end
         self._thread_ids = itertools.count(1)
 
     # ------------------------------------------------------------- submission
     def is_full(self) -> bool:
         return len(self._claims) >= self._queue_size
+
+    def over_size(self) -> bool:
+        """More items wait than ``queue_size``: lock-free posters racing each other
+        each check this after their put and take their item back if so."""
+        return len(self._claims) > self._queue_size
 
     def wait_for_room_locked(self, is_closed: Callable[[], bool]) -> str:
         """Apply ``on_full`` while the queue is full.
@@ -191,27 +217,44 @@ class WorkerPool(_Pool):
         return "ok"
 
     def put(self, item: WorkItem) -> None:
-        """Queue an item without the lock (room already checked)."""
+        """Queue an item without the lock.
+
+        Raises RuntimeError (with the item taken back) if no thread exists to run it
+        and none can be started.
+        """
         self._claims[item] = None
         self._queue.put(item)
         # Racy reads, re-checked under the lock. A worker leaving for idleness gives up
-        # its `workers` count *before* it looks at the queue a last time, so an item put
-        # after that look always sees the smaller count here.
+        # its `workers` count *before* it looks at the queue a last time, and a worker
+        # marks itself busy *before* it takes an item, so an item put after either step
+        # sees the smaller count here.
         if self.workers < self._max_workers and len(self._claims) > self._idle_estimate():
             with self._lock:
-                self._maybe_spawn_locked()
+                try:
+                    self.ensure_workers_locked()
+                except RuntimeError:
+                    if self.workers == 0 and self.unqueue(item):
+                        raise
+                    # Other threads exist and will run it.
 
     def submit_locked(self, item: WorkItem) -> None:
-        """Queue an item with the lock held (the timer thread: it never waits)."""
+        """Queue an item with the lock held (the timer thread: it never waits).
+
+        Call :meth:`ensure_workers_locked` after a batch of these.
+        """
         self._claims[item] = None
         self._queue.put(item)
-        self._maybe_spawn_locked()
 
     def _idle_estimate(self) -> int:
         return self.workers - self._busy.count(True)
 
-    def _maybe_spawn_locked(self) -> None:
-        if (
+    def ensure_workers_locked(self) -> None:
+        """Start threads while items outnumber idle threads, up to ``max_workers``.
+
+        Raises RuntimeError if a thread cannot be started (the counts are left as if
+        it had never been tried).
+        """
+        while (
             self.workers < self._max_workers
             and not self._closed
             and len(self._claims) > self._idle_estimate()
@@ -226,7 +269,15 @@ class WorkerPool(_Pool):
         )
         self.workers += 1
         self._threads.add(t)
-        t.start()
+        try:
+            t.start()
+        except BaseException:  # e.g. "can't start new thread": undo, let the caller decide
+            self.workers -= 1
+            self._threads.discard(t)
+            self._free_slots.append(slot)
+            raise
+        self._started_threads = [x for x in self._started_threads if x.is_alive()]
+        self._started_threads.append(t)
 
     def _worker(self, slot: int) -> None:
         get = self._queue.get
@@ -253,10 +304,16 @@ class WorkerPool(_Pool):
                     self._leave_locked(me, slot)
                 return
             work = cast(WorkItem, item)
-            if claim(work, 1) is not None:
-                continue  # cancelled while it waited
+            # Counted busy and running *before* the claim: from the moment an item
+            # leaves the claims it is never counted nowhere (a post deciding whether to
+            # start a thread, or a shutdown() deciding whether all is done, would be
+            # wrong for that instant).
             busy[slot] = True
             next(started)
+            if claim(work, 1) is not None:  # cancelled while it waited
+                next(finished)
+                busy[slot] = False
+                continue
             if self._blocked:
                 with self._lock:
                     self._not_full.notify_all()
@@ -264,18 +321,22 @@ class WorkerPool(_Pool):
             work._finish()
             next(finished)
             busy[slot] = False
-            work._notify()
+            try:
+                work._notify()
+            except BaseException:  # a done callback's SystemExit must not kill a worker
+                logger.exception("wheeltask: error while reporting %r", work)
             del item, work
 
     def _leave_locked(self, me: threading.Thread, slot: int) -> None:
         self._threads.discard(me)
         self._free_slots.append(slot)
 
-    def is_worker(self, thread: threading.Thread) -> bool:
-        return thread in self._threads
+    def in_task(self, thread: threading.Thread) -> bool:
+        return thread in self._threads or thread in self._callers
 
     def threads(self) -> list[threading.Thread]:
-        return list(self._threads)
+        """Every thread started and still alive, those on their way out included."""
+        return [t for t in self._started_threads if t.is_alive()]
 
     def stop_locked(self) -> None:
         """Tell every thread to exit once the items queued before it are done."""
@@ -304,6 +365,7 @@ class InlinePool(_Pool):
         self._claims = {}
         self._started = itertools.count()
         self._finished = itertools.count()
+        self._callers = {}
         self.workers = 0
 
     def is_full(self) -> bool:
@@ -337,11 +399,15 @@ class InlinePool(_Pool):
             item = items.popleft()
             if self._claims.pop(item, 1) is not None:
                 continue  # cancelled
+            self.count_caller_run_locked()
             self.run_in_caller(item)
             n += 1
         return n
 
-    def is_worker(self, thread: threading.Thread) -> bool:
+    def ensure_workers_locked(self) -> None:
+        """Nothing to start: items run when the test says so."""
+
+    def over_size(self) -> bool:
         return False
 
     def threads(self) -> list[threading.Thread]:

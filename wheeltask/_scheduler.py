@@ -262,6 +262,7 @@ class Scheduler:
         # Posts that took an id and were then refused (a shutdown() racing the post):
         # the poster got SchedulerShutdown; stats() counts them as rejected.
         self._refused = 0
+        self._id_gaps = 0  # ids taken by posts refused at once (they change no count)
         self._intervals: set[TaskHandle] = set()
         self._n_succeeded = itertools.count()  # bumped by workers without the lock
         self._n_failed = itertools.count()
@@ -269,7 +270,7 @@ class Scheduler:
         self._missed = 0
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
-        self._shutdown_in_tasks = 0
+        self._closers: dict[threading.Thread, int] = {}  # tasks inside shutdown()
         _live.add(self)
         attach = getattr(self._clock, "_attach", None)
         if attach is not None:
@@ -398,6 +399,10 @@ class Scheduler:
         # atomic under the GIL.
         h._id = next(self._ids)
         pool.put(h)
+        if pool.over_size() and pool.unqueue(h):
+            # Posters racing each other overfilled the queue: this one goes through
+            # the locked path, which applies on_full.
+            return self._post_now_locked(h, numbered=True)
         if self._closing:
             # shutdown() began meanwhile and may have found the queue empty: take the
             # task back unless a worker has it already (then it runs).
@@ -406,20 +411,35 @@ class Scheduler:
                     h._state = CANCELLED
                     h._args = TaskCancelled("refused: the scheduler shut down")
                     self._refused += 1
+                    self._closed_progress_locked()
                     raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
         return h
 
-    def _post_now_locked(self, h: TaskHandle) -> TaskHandle:
+    def _post_now_locked(self, h: TaskHandle, numbered: bool = False) -> TaskHandle:
         pool = self._pool
         caller = False
         with self._lock:
             if self._closing:
+                self._id_gaps += numbered
                 raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
             if pool.queued >= self._queue_size:
-                caller = pool.wait_for_room_locked(self._is_closing) == "caller"
-            h._id = next(self._ids)
-            if not caller:
+                try:
+                    caller = pool.wait_for_room_locked(self._is_closing) == "caller"
+                except (QueueFull, SchedulerShutdown):
+                    self._id_gaps += numbered
+                    raise
+            if not numbered:
+                h._id = next(self._ids)
+            if caller:
+                pool.count_caller_run_locked()
+            else:
                 pool.submit_locked(h)
+                try:
+                    pool.ensure_workers_locked()
+                except RuntimeError:
+                    if pool.workers == 0 and pool.unqueue(h):
+                        self._id_gaps += 1
+                        raise
         if caller:
             pool.run_in_caller(h)
         return h
@@ -498,6 +518,12 @@ class Scheduler:
                 nxt = h._deadline + (k + 1) * iv
             h._deadline = nxt
             self._wheel.add(h)
+        try:
+            pool.ensure_workers_locked()
+        except RuntimeError:
+            # Every due task is queued already; the threads there are (or the next
+            # one started) will run them.
+            logger.exception("wheeltask: could not start a worker thread")
 
     # ------------------------------------------------------------ completion
     def _finish_interval(self, h: TaskHandle) -> None:
@@ -511,6 +537,7 @@ class Scheduler:
             else:
                 next(self._n_succeeded)
             if extra.stop is not None:
+                _release_callback(h)
                 h._state = CANCELLED
                 self._cancelled += 1
                 self._intervals.discard(h)
@@ -564,17 +591,12 @@ class Scheduler:
         return True, self._finish_cancelled_locked(h, reason)
 
     def _finish_cancelled_locked(self, h: TaskHandle, reason: str) -> list[Any] | None:
-        extra = h._extra
-        if extra is None:
-            extra = h._extra = Extra(callable_name(h._cb))
-        elif extra.name is None:
-            extra.name = callable_name(h._cb)
+        extra = _release_callback(h)
         exc = TaskCancelled(f"{extra.name!r} {reason}")
         if extra.interval is None:
-            h._args = exc
+            h._args = exc  # where the outcome goes: result() raises it
         elif extra.stop is None:
             extra.stop = exc
-        h._cb = None
         h._state = CANCELLED
         self._cancelled += 1
         self._intervals.discard(h)
@@ -588,6 +610,8 @@ class Scheduler:
         # After shutdown(): wake its waiters, and once all is done let the threads go
         # (shutdown(wait=False) returns before that).
         self._idle_cond.notify_all()
+        if not len(self._wheel) and self._timer is not None:
+            self._cond.notify()  # nothing left to fire: the timer thread can leave now
         if self._is_idle_locked(0):
             self._pool.stop_locked()
 
@@ -653,7 +677,13 @@ class Scheduler:
             if not self._in_callback():
                 self.run_due()
             with self._lock:
-                return bool(self._progress_locked(h, n))
+                r = self._progress_locked(h, n)
+            if r is None and timeout is None:
+                raise RuntimeError(
+                    f"waiting for {h!r} without a timeout would block forever: on a manual "
+                    "scheduler nothing runs while a callback waits (or while time is frozen)"
+                )
+            return bool(r)
         end = None if timeout is None else clock.now_ns() + round(timeout * _NS)
         while True:
             with self._lock:
@@ -707,7 +737,7 @@ class Scheduler:
                     self._cond.notify()
 
     def run_due(self) -> int:
-        """Run, on this thread, every task due at the clock's current time.
+        """Run, on this thread, every task whose deadline is at or before now.
 
         Only on schedulers made by ``wheeltask.testing.manual_scheduler``. Tasks that
         callbacks post and that are already due run too. Returns how many ran.
@@ -725,7 +755,7 @@ class Scheduler:
                 ran += pool.run_queued()
                 with self._lock:
                     now = self._now_ns()
-                    due = self._wheel.advance(now // TICK_NS)
+                    due = self._wheel.advance(now // TICK_NS, cutoff=now)
                     if due:
                         self._fire_locked(due, now)
                     if not pool.queued:
@@ -771,7 +801,7 @@ class Scheduler:
         timeout = _check_timeout(timeout)
         end = None if timeout is None else real_monotonic() + timeout
         me = threading.current_thread()
-        in_task = self._pool.is_worker(me)
+        in_task = self._pool.in_task(me)
         tokens: list[tuple[TaskHandle, list[Any] | None]] = []
         with self._lock:
             self._closing = True
@@ -787,42 +817,49 @@ class Scheduler:
             return self._shutdown_manual(wait, timeout)
         if not wait:
             with self._lock:
-                if self._is_idle_locked(0):
+                idle = self._is_idle_locked(0)
+                if idle:
                     self._pool.stop_locked()
-                    return not self._timer_alive()
-                return False
+            return idle and not self._threads_alive()
         ok = True
         with self._lock:
+            # Tasks calling shutdown() count as finished for its wait, and are never
+            # joined: their threads exit when their tasks return.
             if in_task:
-                self._shutdown_in_tasks += 1
+                self._closers[me] = self._closers.get(me, 0) + 1
             try:
-                while not self._is_idle_locked(self._shutdown_in_tasks):
+                while not self._is_idle_locked(len(self._closers)):
                     remaining = None if end is None else end - real_monotonic()
                     if remaining is not None and remaining <= 0:
                         ok = False
                         tokens = self._cancel_all_locked("cancelled: shutdown() timed out")
                         break
                     self._idle_cond.wait(remaining)
+                self._pool.stop_locked()
+                if self._timer is not None:
+                    self._cond.notify()
+                joinable = [t for t in self._threads_alive() if t is not me]
+                joinable = [t for t in joinable if t not in self._closers]
             finally:
                 if in_task:
-                    self._shutdown_in_tasks -= 1
-            self._pool.stop_locked()
-            if self._timer is not None:
-                self._cond.notify()
+                    n = self._closers.pop(me)
+                    if n > 1:
+                        self._closers[me] = n - 1
         if not ok:
             self._notify_all(tokens)
-        for t in [self._timer, *self._pool.threads()]:
-            if t is None or t is me:
-                continue
+        for t in joinable:
             remaining = None if end is None else max(0.0, end - real_monotonic())
             t.join(remaining)
             if t.is_alive():
                 ok = False
         return ok
 
-    def _timer_alive(self) -> bool:
-        t = self._timer
-        return t is not None and t.is_alive()
+    def _threads_alive(self) -> list[threading.Thread]:
+        timer = self._timer
+        alive = self._pool.threads()
+        if timer is not None and timer.is_alive():
+            alive.append(timer)
+        return alive
 
     def _is_idle_locked(self, own: int) -> bool:
         pool = self._pool
@@ -885,7 +922,7 @@ class Scheduler:
                 pool.running,
                 pool.workers,
                 pool.idle,
-                count_value(self._ids) - 1 - self._refused,
+                count_value(self._ids) - 1 - self._refused - self._id_gaps,
                 count_value(self._n_succeeded),
                 count_value(self._n_failed),
                 0,
@@ -950,6 +987,18 @@ class Scheduler:
                     self._finish_cancelled_locked(h, "not run: inherited across fork()")
 
 
+def _release_callback(h: TaskHandle) -> Extra:
+    """Drop a task's callback and arguments (keeping its name); return its Extra."""
+    extra = h._extra
+    if extra is None:
+        extra = h._extra = Extra(callable_name(h._cb))
+    elif extra.name is None:
+        extra.name = callable_name(h._cb)
+    h._cb = None
+    h._args = ()
+    return extra
+
+
 def _register_locked(h: TaskHandle, w: object) -> None:
     if h._waiters is None:
         h._waiters = [w]
@@ -971,6 +1020,8 @@ def _unregister_locked(h: TaskHandle, w: object) -> bool:
 
 def _at_exit() -> None:
     for s in list(_live):
+        if s._manual:
+            continue  # a test's scheduler: no thread to stop, nothing runs by itself
         n = s._abandon("not run: the interpreter exited")
         if n:
             logger.warning(

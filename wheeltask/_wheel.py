@@ -229,12 +229,18 @@ class Wheel:
             self._compact()
         return True
 
-    def advance(self, to_tick: int) -> list[TimerEntry]:
+    def advance(self, to_tick: int, cutoff: int | None = None) -> list[TimerEntry]:
         """Process every tick up to and including ``to_tick``; return what fell due.
 
         Entries come out in tick order, and within a tick by (deadline, id). Empty
         stretches are skipped using the bitmaps, so a 30-day jump over a handful of
         timers costs a handful of steps, not 500 million.
+
+        Args:
+            to_tick: the last tick to process.
+            cutoff: also return the entries of the next tick whose deadline is at or
+                before ``cutoff`` (a time inside that tick), leaving the others in it.
+                Virtual clocks use it to stop between two ticks.
         """
         due: list[TimerEntry] = []
         while True:
@@ -246,11 +252,15 @@ class Wheel:
             self._process_tick(due)
         if to_tick >= self._tick:
             self._tick = to_tick + 1
+        if cutoff is not None and self._count:
+            self._process_tick(due, cutoff)
         if not self._count and self._dead:
             self._clear_lists()
         return due
 
-    def _process_tick(self, due: list[TimerEntry]) -> None:
+    def _process_tick(self, due: list[TimerEntry], cutoff: int | None = None) -> None:
+        # With a cutoff the tick is only partly done: its cascades happen (they are
+        # idempotent) and its entries up to the cutoff fire; the tick stays current.
         t = self._tick
         if t % _L2_SPAN == 0:
             i = (t // _L2_SPAN) % L2_SLOTS
@@ -277,16 +287,21 @@ class Wheel:
             self._l0[i] = []
             n0 = len(due)
             for e in slot:
-                if e._wslot is slot:
+                if e._wslot is not slot:
+                    self._dead -= 1
+                elif cutoff is not None and e._deadline > cutoff:
+                    e._wslot = None
+                    self._count -= 1
+                    self.add(e)  # not yet: back into this tick's slot
+                else:
                     e._wslot = None
                     due.append(e)
-                else:
-                    self._dead -= 1
             fired = len(due) - n0
             self._count -= fired
             if fired > 1:
                 due[n0:] = sorted(due[n0:], key=_order)
-        self._tick = t + 1
+        if cutoff is None:
+            self._tick = t + 1
 
     def _cascade(self, level: list[list[TimerEntry]], i: int) -> None:
         slot = level[i]
