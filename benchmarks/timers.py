@@ -1,0 +1,239 @@
+"""Rows 1-3: posting delayed timers, cancelling them, memory per pending timer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from common import (
+    Config,
+    Goal,
+    Samples,
+    Section,
+    cell,
+    clean_heap,
+    interleaved,
+    log,
+    log_uniform_delays,
+    median,
+    num,
+    ratio,
+    table,
+    times,
+)
+from timer_peers import (
+    FAST_KEYS,
+    MEMORY_KEYS,
+    PEERS,
+    SLOW_KEYS,
+    SLOW_MEMORY_KEYS,
+    available,
+)
+
+PROBE = Path(__file__).with_name("memory_probe.py")
+REF = "wheeltask"
+INSERT_GOAL = 2.0  # asyncio call_later cost / wheeltask post cost, at every N
+SCALING_GOAL = 1.6  # wheeltask post cost at the largest N / at the smallest N
+CANCEL_GOAL = 5.0  # asyncio cancel cost / wheeltask cancel cost, at every N
+MEMORY_GOAL = 200.0  # bytes per pending timer
+
+
+def _measure_once(key: str, delays: Sequence[float], samples: Samples) -> None:
+    """Insert every delay into a fresh peer, then cancel them all: ns per timer."""
+    n = len(delays)
+    peer = PEERS[key]()
+    try:
+        clean_heap()
+        t0 = time.perf_counter()
+        handles = peer.post_all(delays)
+        samples.add(key, ("insert", n), (time.perf_counter() - t0) * 1e9 / n)
+        if peer.cancel_note is None:
+            clean_heap()
+            t0 = time.perf_counter()
+            peer.cancel_all(handles)
+            samples.add(key, ("cancel", n), (time.perf_counter() - t0) * 1e9 / n)
+        del handles
+    finally:
+        peer.close()
+    del peer
+    clean_heap()
+
+
+def _measure(keys: Sequence[str], sizes: Sequence[int], cfg: Config) -> Samples:
+    samples = Samples()
+    for n in sizes:
+        delays = log_uniform_delays(n)
+        reps = cfg.reps_for_size(n)
+        log(f"post/cancel: {n:,} timers x {reps} reps: {', '.join(keys)}")
+        for _, key in interleaved(keys, reps):
+            _measure_once(key, delays, samples)
+    return samples
+
+
+def _op_table(op: str, keys: Sequence[str], sizes: Sequence[int], samples: Samples) -> str:
+    headers = ["peer", *(f"{n:,} timers" for n in sizes), "x wheeltask"]
+    rows = []
+    for key in keys:
+        if not samples.get(key, (op, sizes[0])):
+            continue
+        ratios = [ratio(samples.get(key, (op, n)), samples.get(REF, (op, n))) for n in sizes]
+        rows.append(
+            [
+                PEERS[key].label,
+                *(cell(samples.get(key, (op, n))) for n in sizes),
+                " / ".join(num(r) for r in ratios),
+            ]
+        )
+    return table(headers, rows)
+
+
+def _not_measured(keys: Sequence[str]) -> list[str]:
+    return [
+        f"- {PEERS[k].label}: not measured: {PEERS[k].cancel_note}."
+        for k in keys
+        if PEERS[k].cancel_note
+    ]
+
+
+def post_cancel(cfg: Config) -> Section:
+    """Rows 1 and 2, and the peers that only a small N is affordable for."""
+    sizes = cfg.timer_sizes
+    keys = available(FAST_KEYS)
+    samples = _measure(keys, sizes, cfg)
+    slow_keys = available(SLOW_KEYS)
+    slow = _measure(slow_keys, [cfg.slow_peer_n], cfg)
+    reps = "/".join(str(cfg.reps_for_size(n)) for n in sizes)
+
+    def wt(op: str, n: int) -> list[float]:
+        return samples.get(REF, (op, n))
+
+    def vs_asyncio(op: str) -> list[float]:
+        return [ratio(samples.get("asyncio", (op, n)), wt(op, n)) for n in sizes]
+
+    insert_ratios = vs_asyncio("insert")
+    cancel_ratios = vs_asyncio("cancel")
+    scaling = median(wt("insert", sizes[-1])) / median(wt("insert", sizes[0]))
+    goals = [
+        Goal(
+            f"post_task at least {INSERT_GOAL:g}x cheaper than asyncio call_later "
+            f"(at {' / '.join(f'{n:,}' for n in sizes)})",
+            " / ".join(times(r) for r in insert_ratios) + " (asyncio ns / wheeltask ns)",
+            min(insert_ratios) >= INSERT_GOAL,
+        ),
+        Goal(
+            f"post_task cost at {sizes[-1]:,} at most {SCALING_GOAL:g}x its cost at {sizes[0]:,}",
+            f"{times(scaling)} ({num(median(wt('insert', sizes[-1])))} ns / "
+            f"{num(median(wt('insert', sizes[0])))} ns)",
+            scaling <= SCALING_GOAL,
+        ),
+        Goal(
+            f"cancel at least {CANCEL_GOAL:g}x cheaper than asyncio TimerHandle.cancel "
+            f"(at {' / '.join(f'{n:,}' for n in sizes)})",
+            " / ".join(times(r) for r in cancel_ratios) + " (asyncio ns / wheeltask ns)",
+            min(cancel_ratios) >= CANCEL_GOAL,
+        ),
+    ]
+
+    slow_rows = []
+    n_slow = cfg.slow_peer_n
+    for key in slow_keys:
+        insert = slow.get(key, ("insert", n_slow))
+        cancel = slow.get(key, ("cancel", n_slow))
+        r_insert = ratio(insert, slow.get(REF, ("insert", n_slow)))
+        r_cancel = ratio(cancel, slow.get(REF, ("cancel", n_slow)))
+        slow_rows.append(
+            [PEERS[key].label, cell(insert), cell(cancel), f"{num(r_insert)} / {num(r_cancel)}"]
+        )
+
+    md = [
+        f"## 1. Posting a delayed timer (ns per timer; median of {reps} reps (min-max); "
+        "x wheeltask = peer / wheeltask in the same rep, per column)",
+        "",
+        "N timers are inserted into a fresh structure and the time is divided by N. Delays "
+        "are log-uniform in [1 ms, 1 h], the same list for every peer; gc on, "
+        "`gc.collect()` before each timed loop. The caller keeps every handle in a list.",
+        "",
+        _op_table("insert", keys, sizes, samples),
+        "",
+        "- wheeltask post_task: `manual_scheduler(clock=MonotonicClock())`, the same "
+        "`post_task` code as a threaded Scheduler with no timer thread, so nothing fires "
+        "while timing, as for a loop that is not running. The live row is a "
+        "`Scheduler(max_workers=4)` whose timer thread and workers fire the short timers "
+        "meanwhile.",
+        "- heapq minimal: `[deadline, seq, cb, args]` list entries in a `heapq`, no lock, "
+        "no thread: the floor for a heap.",
+        "",
+        goals[0].line(),
+        "",
+        goals[1].line(),
+        "",
+        f"## 2. Cancelling a pending timer (ns per cancel of all N pending timers, in "
+        f"posting order; median of {reps} reps (min-max); x wheeltask = peer / wheeltask)",
+        "",
+        _op_table("cancel", keys, sizes, samples),
+        "",
+        *_not_measured(keys),
+        "",
+        goals[2].line(),
+        "",
+        f"### 1-2b. Peers with a thread or a job per timer, at N = {n_slow:,} "
+        f"(ns per timer; median of {cfg.reps_for_size(n_slow)} reps (min-max))",
+        "",
+        table(["peer", "insert", "cancel", "x wheeltask (insert / cancel)"], slow_rows),
+    ]
+    return Section("\n".join(md), goals)
+
+
+def _probe(key: str, n: int) -> float:
+    out = subprocess.run(
+        [sys.executable, str(PROBE), key, str(n)], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout)
+
+
+def memory(cfg: Config) -> Section:
+    """Row 3: tracemalloc bytes per pending timer, each in a fresh process."""
+    reps = cfg.heavy_reps
+    jobs = [(k, cfg.memory_n) for k in available(MEMORY_KEYS)]
+    slow_jobs = [(k, cfg.slow_peer_n) for k in available(SLOW_MEMORY_KEYS)]
+    jobs += slow_jobs
+    log(f"memory: {len(jobs)} peers x {reps} reps, one process each")
+    samples = Samples()
+    for _, (key, n) in interleaved(jobs, reps):
+        samples.add(key, "bytes", _probe(key, n))
+    ref = samples.get(REF, "bytes")
+    rows = [
+        [
+            PEERS[k].label,
+            f"{n:,}",
+            cell(samples.get(k, "bytes")),
+            num(ratio(samples.get(k, "bytes"), ref)),
+        ]
+        for k, n in jobs
+    ]
+    wt = median(ref)
+    goal = Goal(
+        f"at most {MEMORY_GOAL:g} B per pending timer (handle list included)",
+        f"{num(wt)} B",
+        wt <= MEMORY_GOAL,
+    )
+    md = [
+        f"## 3. Memory per pending timer (tracemalloc bytes per timer, a fresh process per "
+        f"measurement; median of {reps} reps (min-max); x wheeltask = peer / wheeltask)",
+        "",
+        "Traced bytes added by posting N timers (log-uniform delays, nothing fires), after "
+        "`gc.collect()`, divided by N. It includes the caller's list of handles "
+        "(~8 B a timer), as in the baseline (asyncio: 216 B there).",
+        "",
+        table(["peer", "N", "B per timer", "x wheeltask"], rows),
+        "",
+        f"- {' and '.join(PEERS[k].label for k, _ in slow_jobs)}: measured at "
+        f"N = {cfg.slow_peer_n:,}. threading.Timer's delays are moved 1 h later, so that "
+        "its threads keep them pending; thread stacks are not traced.",
+        "",
+        goal.line(),
+    ]
+    return Section("\n".join(md), [goal])
