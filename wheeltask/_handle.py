@@ -9,12 +9,11 @@ everything a plain one-shot task does not need lives in ``_extra``.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
-
-from ._errors import TaskCancelled
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
@@ -74,12 +73,14 @@ class Extra:
         self.interval = interval  # ns; None for one-shot tasks
         self.runs = 0  # interval tasks only (a one-shot's runs follow from its state)
         self.missed = 0
-        self.stop: TaskCancelled | None = None  # an interval task told to stop while running
+        self.stop: str | None = None  # why an interval task was stopped (while running)
         self.last: object = None  # the latest run's outcome (interval tasks)
 
 
 def callable_name(cb: object) -> str:
     """A short name for a callback: its qualified name without ``<locals>`` parts."""
+    if isinstance(cb, str):
+        return cb.rpartition("<locals>.")[2]
     name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
     if not isinstance(name, str):
         func = getattr(cb, "func", None)  # functools.partial
@@ -109,7 +110,7 @@ class TaskHandle:
     _id: int
     _deadline: int
     _wslot: list[Any] | None
-    _cb: Callable[..., object] | None
+    _cb: Callable[..., object] | str  # the callback; its name once released
     _args: Any
     _state: int
     _sched: Scheduler
@@ -128,7 +129,7 @@ class TaskHandle:
         extra = self._extra
         if extra is not None and extra.name is not None:
             return extra.name
-        return callable_name(self._cb)
+        return callable_name(self._cb)  # once released, _cb holds the name itself
 
     @property
     def state(self) -> TaskState:
@@ -250,44 +251,37 @@ class TaskHandle:
     # ------------------------------------------------------------- pool side
     # Called by the pool's thread that claimed the handle (nobody else can change a
     # claimed one-shot task's state), so the one-shot path takes no lock.
-    def _execute(self) -> None:
+    def _run(self, finished: itertools.count[int]) -> None:
         self._state = RUNNING
-        extra = self._extra
-        cb = self._cb
-        assert cb is not None
-        try:
-            if extra is None or extra.interval is None:
-                self._args = cb(*self._args)
-            else:
-                extra.last = cb(*self._args)
-        except BaseException as exc:  # stored on the handle, reported once
-            failure = Failure(exc)
-            if extra is None or extra.interval is None:
-                self._args = failure
-            else:
-                extra.last = failure
-            logger.error("task %r raised", self, exc_info=exc)
-            del exc, failure
-
-    def _finish(self) -> None:
         sched = self._sched
         extra = self._extra
+        cb: Callable[..., object] = self._cb  # type: ignore[assignment]  # claimed: callable
         if extra is None or extra.interval is None:
-            if type(self._args) is Failure:
+            try:
+                self._args = cb(*self._args)
+            except BaseException as exc:  # stored on the handle, reported once
+                self._args = Failure(exc)
                 self._state = FAILED
                 next(sched._n_failed)
+                logger.error("task %r raised", self, exc_info=exc)
+                del exc
             else:
                 self._state = SUCCEEDED
                 next(sched._n_succeeded)
         else:
+            try:
+                extra.last = cb(*self._args)
+            except BaseException as exc:
+                extra.last = Failure(exc)
+                logger.error("task %r raised", self, exc_info=exc)
+                del exc
             sched._finish_interval(self)
-
-    def _notify(self) -> None:
-        sched = self._sched
+        next(finished)
         # Read after the pool counted the run finished: a shutdown() or a waiter that
         # registered before these reads is seen; one that registers after them sees
-        # the final state itself (see Scheduler._wait).
-        if self._waiters is not None or sched._closing:
+        # the final state itself (see Scheduler._wait). During a shutdown only the run
+        # that may be the last one takes the lock.
+        if self._waiters is not None or (sched._closing and sched._maybe_idle()):
             sched._report_progress(self)
 
     def __repr__(self) -> str:

@@ -30,6 +30,8 @@ OnFull = Literal["block", "raise", "caller_runs"]
 logger = logging.getLogger("wheeltask")
 
 _STOP: Final = object()
+# Positions in a batch of due timers after which threads are started, if needed.
+_SPAWN_CHECKS: Final = frozenset({0, 7, 63, 511})
 
 
 def _queue_full(size: int) -> QueueFull:
@@ -49,14 +51,9 @@ class WheeltaskThread(threading.Thread):
 class WorkItem(Protocol):
     """What the pool runs, once queued and claimed (see ``WorkerPool.unqueue``)."""
 
-    def _execute(self) -> None:
-        """Run the user's code; must not raise. No lock held."""
-
-    def _finish(self) -> None:
-        """Record the outcome. No lock held (an item may take its owner's)."""
-
-    def _notify(self) -> None:
-        """Wake waiters and report progress; called after the pool's counts moved."""
+    def _run(self, finished: itertools.count[int]) -> None:
+        """Run the user's code and record its outcome, then ``next(finished)``, then
+        wake whoever waits for it. No lock held. Only done callbacks may raise."""
 
 
 def count_value(counter: itertools.count[int]) -> int:
@@ -110,14 +107,11 @@ class _Pool:
         me = threading.current_thread()
         self._callers[me] = self._callers.get(me, 0) + 1
         try:
-            item._execute()
-            item._finish()
+            item._run(self._finished)
         finally:
-            next(self._finished)
             n = self._callers.pop(me)
             if n > 1:
                 self._callers[me] = n - 1
-        item._notify()
 
     def in_task(self, thread: threading.Thread) -> bool:
         """True if ``thread`` is running one of this pool's items."""
@@ -185,14 +179,6 @@ class WorkerPool(_Pool):
         self._thread_ids = itertools.count(1)
 
     # ------------------------------------------------------------- submission
-    def is_full(self) -> bool:
-        return len(self._claims) >= self._queue_size
-
-    def over_size(self) -> bool:
-        """More items wait than ``queue_size``: lock-free posters racing each other
-        each check this after their put and take their item back if so."""
-        return len(self._claims) > self._queue_size
-
     def wait_for_room_locked(self, is_closed: Callable[[], bool]) -> str:
         """Apply ``on_full`` while the queue is full.
 
@@ -216,19 +202,27 @@ class WorkerPool(_Pool):
                 raise SchedulerShutdown("scheduler shut down while waiting for queue room")
         return "ok"
 
-    def put(self, item: WorkItem) -> None:
-        """Queue an item without the lock.
+    def offer(self, item: WorkItem) -> bool:
+        """Queue an item without the lock if there is room; False (and nothing queued)
+        if there is none, to be retried with the lock (which applies ``on_full``).
 
         Raises RuntimeError (with the item taken back) if no thread exists to run it
         and none can be started.
         """
-        self._claims[item] = None
+        claims = self._claims
+        if len(claims) >= self._queue_size:
+            return False
+        claims[item] = None
         self._queue.put(item)
+        # Posters racing each other may all have seen room: each checks after queueing
+        # and takes its item back if the bound is now exceeded.
+        if len(claims) > self._queue_size and self.unqueue(item):
+            return False
         # Racy reads, re-checked under the lock. A worker leaving for idleness gives up
         # its `workers` count *before* it looks at the queue a last time, and a worker
         # marks itself busy *before* it takes an item, so an item put after either step
         # sees the smaller count here.
-        if self.workers < self._max_workers and len(self._claims) > self._idle_estimate():
+        if self.workers < self._max_workers and len(claims) > self._idle_estimate():
             with self._lock:
                 try:
                     self.ensure_workers_locked()
@@ -236,14 +230,36 @@ class WorkerPool(_Pool):
                     if self.workers == 0 and self.unqueue(item):
                         raise
                     # Other threads exist and will run it.
+        return True
 
     def submit_locked(self, item: WorkItem) -> None:
-        """Queue an item with the lock held (the timer thread: it never waits).
-
-        Call :meth:`ensure_workers_locked` after a batch of these.
-        """
+        """Queue an item with the lock held; call :meth:`ensure_workers_locked` after."""
         self._claims[item] = None
         self._queue.put(item)
+
+    def submit_many_locked(self, items: list[WorkItem]) -> None:
+        """Queue due timers (the timer thread never waits), starting threads early in a
+        large batch so that its first callbacks need not wait for the whole batch.
+
+        Raises RuntimeError if a thread cannot be started; every item is queued.
+        """
+        claims = self._claims
+        put = self._queue.put
+        error: RuntimeError | None = None
+        for n, item in enumerate(items):
+            claims[item] = None
+            put(item)
+            if n in _SPAWN_CHECKS:
+                try:
+                    self.ensure_workers_locked()
+                except RuntimeError as exc:
+                    error = exc
+        try:
+            self.ensure_workers_locked()
+        except RuntimeError as exc:
+            error = exc
+        if error is not None:
+            raise error
 
     def _idle_estimate(self) -> int:
         return self.workers - self._busy.count(True)
@@ -317,14 +333,11 @@ class WorkerPool(_Pool):
             if self._blocked:
                 with self._lock:
                     self._not_full.notify_all()
-            work._execute()
-            work._finish()
-            next(finished)
-            busy[slot] = False
             try:
-                work._notify()
+                work._run(finished)
             except BaseException:  # a done callback's SystemExit must not kill a worker
                 logger.exception("wheeltask: error while reporting %r", work)
+            busy[slot] = False
             del item, work
 
     def _leave_locked(self, me: threading.Thread, slot: int) -> None:
@@ -368,9 +381,6 @@ class InlinePool(_Pool):
         self._callers = {}
         self.workers = 0
 
-    def is_full(self) -> bool:
-        return len(self._claims) >= self._queue_size
-
     def wait_for_room_locked(self, is_closed: Callable[[], bool]) -> str:
         if len(self._claims) < self._queue_size:
             return "ok"
@@ -385,11 +395,17 @@ class InlinePool(_Pool):
             "cannot block: advance the clock or call run_due() first"
         )
 
-    def put(self, item: WorkItem) -> None:
+    def offer(self, item: WorkItem) -> bool:
+        """Always False: a manual scheduler queues with its lock held."""
+        return False
+
+    def submit_locked(self, item: WorkItem) -> None:
         self._claims[item] = None
         self._items.append(item)
 
-    submit_locked = put
+    def submit_many_locked(self, items: list[WorkItem]) -> None:
+        for item in items:
+            self.submit_locked(item)
 
     def run_queued(self) -> int:
         """Run queued items in order, including ones queued meanwhile; return count."""
@@ -406,9 +422,6 @@ class InlinePool(_Pool):
 
     def ensure_workers_locked(self) -> None:
         """Nothing to start: items run when the test says so."""
-
-    def over_size(self) -> bool:
-        return False
 
     def threads(self) -> list[threading.Thread]:
         return []

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import threading
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any, Final, final
@@ -37,6 +38,7 @@ __all__ = ["Scheduler", "Stats"]
 logger = logging.getLogger("wheeltask")
 
 _LockType: Final = type(threading.Lock())
+_FunctionType: Final = types.FunctionType
 _allocate_lock: Final = threading.Lock
 _new_handle: Final = object.__new__
 _NS: Final = 1_000_000_000
@@ -257,6 +259,7 @@ class Scheduler:
         self._setup_sync()
         self._wheel = Wheel(TICK_NS, self._now_ns() // TICK_NS)
         self._pool: WorkerPool | InlinePool = self._make_pool()
+        self._offer = self._pool.offer
         self._closing = False
         self._ids = itertools.count(1)  # atomic under the GIL: lock-free posts use it
         # Posts that took an id and were then refused (a shutdown() racing the post):
@@ -306,6 +309,7 @@ class Scheduler:
         self._manual = True
         self._wake_tick = -_INF
         self._pool = self._make_pool()
+        self._offer = self._pool.offer
         return self
 
     # ------------------------------------------------------------------ posting
@@ -339,18 +343,30 @@ class Scheduler:
             QueueFull: the run queue is full (``on_full="raise"``) or ``max_pending``
                 timers are already held.
         """
-        if options:
-            raise unknown_options_error(options)
         if not callable(cb):
             raise TypeError(f"cb must be callable, got {cb!r}")
-        extra = None if interval is None and name is None else _task_extra(name, interval)
-        if delay is None:
-            delay_ns = -1
-        elif type(delay) is float and 0.0 <= delay <= MAX_DELAY:  # the common case, fast
-            delay_ns = round(delay * _NS)
+        if options:
+            raise unknown_options_error(options)
+        if delay is None and interval is None and name is None:  # the commonest post
+            extra = None
+            immediate = True
         else:
-            delay_ns = to_ns(delay, "delay")
-
+            extra = None if interval is None and name is None else _task_extra(name, interval)
+            if delay is None:
+                delay_ns = -1
+            elif type(delay) is float and 0.0 <= delay <= MAX_DELAY:  # common, fast
+                delay_ns = round(delay * _NS)
+            else:
+                delay_ns = to_ns(delay, "delay")
+            periodic = extra is not None and extra.interval is not None
+            immediate = delay_ns <= 0 and not periodic
+            if not immediate:
+                if delay_ns < 0:
+                    assert extra is not None and extra.interval is not None
+                    delay_ns = extra.interval  # first run after one interval
+                # The clock is read before anything is allocated: a GC pause that the
+                # allocation triggers must not push the deadline later.
+                deadline = self._now_ns() + delay_ns
         h: TaskHandle = _new_handle(TaskHandle)
         h._cb = cb
         h._args = args
@@ -358,13 +374,9 @@ class Scheduler:
         h._waiters = None
         h._extra = extra
         h._sched = self
-        periodic = extra is not None and extra.interval is not None
-        if delay_ns <= 0 and not periodic:
+        if immediate:
             return self._post_now(h)
-        if delay_ns < 0:
-            assert extra is not None and extra.interval is not None
-            delay_ns = extra.interval  # first run after one interval
-        h._deadline = deadline = self._now_ns() + delay_ns
+        h._deadline = deadline
         lock = self._lock
         lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
         try:
@@ -392,44 +404,39 @@ class Scheduler:
         h._state = QUEUED
         if self._closing:
             raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-        pool = self._pool
-        if self._manual or pool.is_full():
-            return self._post_now_locked(h)
         # Lock-free: the id counter, the claims dict and the SimpleQueue are each
         # atomic under the GIL.
         h._id = next(self._ids)
-        pool.put(h)
-        if pool.over_size() and pool.unqueue(h):
-            # Posters racing each other overfilled the queue: this one goes through
-            # the locked path, which applies on_full.
-            return self._post_now_locked(h, numbered=True)
+        if not self._offer(h):
+            # No room (or posters racing each other overfilled the queue, or a manual
+            # scheduler): the locked path applies on_full.
+            return self._post_now_locked(h)
         if self._closing:
             # shutdown() began meanwhile and may have found the queue empty: take the
             # task back unless a worker has it already (then it runs).
             with self._lock:
-                if pool.unqueue(h):
+                if self._pool.unqueue(h):
                     h._state = CANCELLED
-                    h._args = TaskCancelled("refused: the scheduler shut down")
+                    h._args = "refused: the scheduler shut down"
                     self._refused += 1
                     self._closed_progress_locked()
                     raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
         return h
 
-    def _post_now_locked(self, h: TaskHandle, numbered: bool = False) -> TaskHandle:
+    def _post_now_locked(self, h: TaskHandle) -> TaskHandle:
+        """The immediate path with the lock: queue full, racing posters, manual."""
         pool = self._pool
         caller = False
         with self._lock:
             if self._closing:
-                self._id_gaps += numbered
+                self._id_gaps += 1
                 raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
             if pool.queued >= self._queue_size:
                 try:
                     caller = pool.wait_for_room_locked(self._is_closing) == "caller"
                 except (QueueFull, SchedulerShutdown):
-                    self._id_gaps += numbered
+                    self._id_gaps += 1
                     raise
-            if not numbered:
-                h._id = next(self._ids)
             if caller:
                 pool.count_caller_run_locked()
             else:
@@ -491,21 +498,23 @@ class Scheduler:
                     logger.exception("wheeltask timer thread error (continuing)")
 
     def _fire_locked(self, due: list[Any], now: int) -> None:
+        # `due` is in deadline order, so the first is the latest; stats() keeps only
+        # the last 8,192 samples anyway.
+        late_max = now - due[0]._deadline
+        if late_max > self._late_max:
+            self._late_max = late_max
+        self._late.extend([now - h._deadline for h in due[-_LATENESS_SAMPLES:]])
         pool = self._pool
-        late = self._late
+        batch = []
         for h in due:
-            lateness = now - h._deadline
-            late.append(lateness)
-            if lateness > self._late_max:
-                self._late_max = lateness
             extra = h._extra
             if extra is None or extra.interval is None:
                 h._state = QUEUED
-                pool.submit_locked(h)
+                batch.append(h)
                 continue
             if h._state == WAITING:
                 h._state = QUEUED
-                pool.submit_locked(h)
+                batch.append(h)
             else:  # the previous run is still queued or running: never overlap
                 extra.missed += 1
                 self._missed += 1
@@ -519,7 +528,7 @@ class Scheduler:
             h._deadline = nxt
             self._wheel.add(h)
         try:
-            pool.ensure_workers_locked()
+            pool.submit_many_locked(batch)
         except RuntimeError:
             # Every due task is queued already; the threads there are (or the next
             # one started) will run them.
@@ -538,6 +547,7 @@ class Scheduler:
                 next(self._n_succeeded)
             if extra.stop is not None:
                 _release_callback(h)
+                self._intervals.discard(h)
                 h._state = CANCELLED
                 self._cancelled += 1
                 self._intervals.discard(h)
@@ -562,44 +572,50 @@ class Scheduler:
 
     # ------------------------------------------------------------------ cancel
     def _cancel(self, h: TaskHandle, reason: str) -> bool:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             ok, token = self._cancel_locked(h, reason)
+        finally:
+            lock.release()
         if token is not None:
             notify(h, token)
         return ok
 
     def _cancel_locked(self, h: TaskHandle, reason: str) -> tuple[bool, list[Any] | None]:
         st = h._state
+        if st == WAITING and h._wslot is not None:  # the common case: a pending timer
+            self._wheel.remove(h)
+            return True, self._finish_cancelled_locked(h, reason)
         if st >= SUCCEEDED:
             return st == CANCELLED, None
         if h._wslot is not None:
             self._wheel.remove(h)
-        extra = h._extra
-        if st == RUNNING:
+        if st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
+            # A run has started (or a worker has just claimed it): it completes. An
+            # interval task ends after it; a one-shot run was not prevented.
+            extra = h._extra
             if extra is not None and extra.interval is not None:
                 if extra.stop is None:
-                    extra.stop = TaskCancelled(f"{h.name!r} {reason}")
-                return True, None
-            return False, None
-        if st == QUEUED and not self._pool.unqueue(h):
-            # A worker has just claimed it: it runs (or is running).
-            if extra is not None and extra.interval is not None:
-                if extra.stop is None:
-                    extra.stop = TaskCancelled(f"{h.name!r} {reason}")
+                    extra.stop = reason
                 return True, None
             return False, None
         return True, self._finish_cancelled_locked(h, reason)
 
     def _finish_cancelled_locked(self, h: TaskHandle, reason: str) -> list[Any] | None:
-        extra = _release_callback(h)
-        exc = TaskCancelled(f"{extra.name!r} {reason}")
-        if extra.interval is None:
-            h._args = exc  # where the outcome goes: result() raises it
-        elif extra.stop is None:
-            extra.stop = exc
+        # Cheap on purpose (cancel is a hot path): the callback and its arguments are
+        # dropped, the reason is kept as a string; TaskCancelled is built when raised.
+        extra = h._extra
+        if extra is None or extra.interval is None:
+            _release_callback(h)
+            h._args = reason
+        else:
+            if extra.stop is None:
+                extra.stop = reason
+            _release_callback(h)
+            self._intervals.discard(h)
         h._state = CANCELLED
         self._cancelled += 1
-        self._intervals.discard(h)
         if self._closing:
             self._closed_progress_locked()
         ws = h._waiters
@@ -607,19 +623,26 @@ class Scheduler:
         return ws
 
     def _closed_progress_locked(self) -> None:
-        # After shutdown(): wake its waiters, and once all is done let the threads go
+        # After shutdown(): wake its waiters once all is done, and let the threads go
         # (shutdown(wait=False) returns before that).
-        self._idle_cond.notify_all()
         if not len(self._wheel) and self._timer is not None:
             self._cond.notify()  # nothing left to fire: the timer thread can leave now
-        if self._is_idle_locked(0):
-            self._pool.stop_locked()
+        if self._is_idle_locked(len(self._closers)):
+            self._idle_cond.notify_all()
+            if not self._closers:
+                self._pool.stop_locked()
+
+    def _maybe_idle(self) -> bool:
+        """Racy pre-check (no lock) for a finishing task: could shutdown() be done?"""
+        pool = self._pool
+        return not pool.queued and not len(self._wheel) and pool.running <= len(self._closers)
 
     def _cancelled_error(self, h: TaskHandle) -> TaskCancelled:
         extra = h._extra
-        stored = extra.stop if extra is not None and extra.interval is not None else h._args
-        msg = str(stored) if isinstance(stored, TaskCancelled) else f"{h.name!r} cancelled"
-        return TaskCancelled(msg)
+        reason = extra.stop if extra is not None and extra.interval is not None else h._args
+        if not isinstance(reason, str):
+            reason = "cancelled"
+        return TaskCancelled(f"{h.name!r} {reason}")
 
     # ------------------------------------------------------------------- waits
     def _progress_locked(self, h: TaskHandle, n: int) -> bool | None:
@@ -980,6 +1003,7 @@ class Scheduler:
         entries = self._wheel.drain()
         self._wheel = Wheel(TICK_NS, self._now_ns() // TICK_NS)
         self._pool = self._make_pool()
+        self._offer = self._pool.offer
         with self._lock:
             for h in [*entries, *self._intervals]:
                 if isinstance(h, TaskHandle) and h._state < SUCCEEDED:
@@ -987,16 +1011,14 @@ class Scheduler:
                     self._finish_cancelled_locked(h, "not run: inherited across fork()")
 
 
-def _release_callback(h: TaskHandle) -> Extra:
-    """Drop a task's callback and arguments (keeping its name); return its Extra."""
-    extra = h._extra
-    if extra is None:
-        extra = h._extra = Extra(callable_name(h._cb))
-    elif extra.name is None:
-        extra.name = callable_name(h._cb)
-    h._cb = None
+def _release_callback(h: TaskHandle) -> None:
+    """Drop a task's callback and arguments; ``_cb`` keeps the callback's name."""
+    cb = h._cb
+    if type(cb) is _FunctionType:
+        h._cb = cb.__qualname__
+    elif not isinstance(cb, str):
+        h._cb = callable_name(cb)
     h._args = ()
-    return extra
 
 
 def _register_locked(h: TaskHandle, w: object) -> None:
