@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,13 +31,16 @@ class Entry:
 def step_all(w: Wheel, until_tick: int) -> list[tuple[int, Entry]]:
     """Advance one non-empty tick at a time; return (tick fired, entry) pairs."""
     fired: list[tuple[int, Entry]] = []
+    steps = 0
     while True:
         nd = w.next_deadline()
         if nd is None or nd > until_tick:
             break
-        for e in w.advance(nd):
-            fired.append((nd, e))
-        w._check()
+        out = w.advance(nd)
+        fired += [(nd, e) for e in out]
+        steps += 1
+        if out or steps % 16 == 0:  # every step of an early cascade would be slow
+            w._check()
     w.advance(until_tick)
     return fired
 
@@ -64,16 +68,22 @@ delays = st.one_of(
 )
 
 
+# Early (chunked) cascades start at 256 entries in a level-1 slot; smaller thresholds
+# make the properties below exercise them with a handful of entries.
+pre_mins = st.sampled_from([1, 2, 5, 256])
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     start=st.integers(0, 10**6),
     batches=st.lists(st.lists(delays, min_size=1, max_size=12), min_size=1, max_size=4),
     gaps=st.lists(st.integers(0, 2 * DAY // TICK), min_size=4, max_size=4),
+    pre_min=pre_mins,
 )
 def test_fires_exactly_in_its_tick_never_early(
-    start: int, batches: list[list[int]], gaps: list[int]
+    start: int, batches: list[list[int]], gaps: list[int], pre_min: int
 ) -> None:
-    w = Wheel(start_tick=start)
+    w = Wheel(start_tick=start, precascade_min=pre_min)
     now = start
     n = 0
     for batch, gap in zip(batches, gaps[: len(batches)], strict=True):
@@ -156,9 +166,10 @@ def test_removed_then_readded_fires_once() -> None:
     w._check()
 
 
-def test_seeded_stress_with_invariants() -> None:
+@pytest.mark.parametrize("pre_min", [3, 256])
+def test_seeded_stress_with_invariants(pre_min: int) -> None:
     rng = random.Random(20261122)
-    w = Wheel()
+    w = Wheel(precascade_min=pre_min)
     live: dict[int, Entry] = {}
     now = 0
     next_id = 0
@@ -244,9 +255,12 @@ def test_drain_returns_live_entries_in_order() -> None:
 @given(
     deadlines=st.lists(st.integers(0, 3 * L0_SLOTS * TICK), min_size=1, max_size=40),
     cutoff=st.integers(0, 3 * L0_SLOTS * TICK),
+    pre_min=pre_mins,
 )
-def test_cutoff_returns_exactly_what_is_due_by_then(deadlines: list[int], cutoff: int) -> None:
-    w = Wheel()
+def test_cutoff_returns_exactly_what_is_due_by_then(
+    deadlines: list[int], cutoff: int, pre_min: int
+) -> None:
+    w = Wheel(precascade_min=pre_min)
     entries = [Entry(d, i) for i, d in enumerate(deadlines)]
     for e in entries:
         w.add(e)
@@ -255,3 +269,34 @@ def test_cutoff_returns_exactly_what_is_due_by_then(deadlines: list[int], cutoff
     assert sorted(e._id for e in out) == [e._id for e in entries if e._deadline <= cutoff]
     rest = w.advance(10**9)
     assert sorted(e._id for e in out + rest) == list(range(len(entries)))
+
+
+def test_crowded_slot_is_cascaded_in_chunks_during_the_second_before() -> None:
+    w = Wheel()
+    n = 20_000
+    # All due within the second starting at tick 400, posted from tick 0: level 1.
+    entries = [Entry((400 + i % 200) * TICK - i % 7, i) for i in range(n)]
+    for e in entries:
+        w.add(e)
+    w._check()
+    assert w.next_deadline() == 200  # not 400: the early cascade starts a second before
+    fired: list[Entry] = []
+    moved_per_tick = []
+    for t in range(200, 400):
+        before = w._pre_pos if w._pre is not None else 0
+        fired += w.advance(t)
+        if w._pre is not None:
+            moved_per_tick.append(w._pre_pos - before)
+        if t % 37 == 0:
+            w._check()
+    assert fired == []
+    assert max(moved_per_tick) <= 2 * n // 200  # spread over the second, no big stall
+    left = len(w._pre) - w._pre_pos if w._pre is not None else 0
+    assert left <= 2 * n // 200  # little is left for the boundary tick itself
+    for t in range(400, 600):
+        out = w.advance(t)
+        assert all(w.tick_of(e._deadline) == t for e in out)
+        fired += out
+    w._check()
+    assert sorted(e._id for e in fired) == list(range(n))
+    assert len(w) == 0
