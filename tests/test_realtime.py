@@ -341,3 +341,23 @@ def test_a_thread_that_cannot_start_is_reported_and_counts_stay_right(
     assert s.post_task(lambda: None).wait_for_finished(5)
     assert timer.result(timeout=5) == "ran"
     assert s.shutdown(timeout=5)
+
+
+def test_a_timer_thread_that_cannot_start_refuses_the_post(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_start = WheeltaskThread.start
+
+    def start(self: WheeltaskThread) -> None:
+        if self.name.endswith("-timer"):
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(WheeltaskThread, "start", start)
+    s = Scheduler()
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        s.post_task(print, delay=1)
+    assert s.stats().pending == 0 and s.stats().submitted == 0
+    monkeypatch.setattr(WheeltaskThread, "start", real_start)
+    assert s.post_task(lambda: "ok", delay=0.01).result(timeout=5) == "ok"
+    assert s.shutdown(timeout=5)

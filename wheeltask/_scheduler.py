@@ -105,7 +105,7 @@ def to_ns(value: object, what: str, *, minimum_ns: int = 0) -> int:
         assert isinstance(value, (int, float))
         if not math.isfinite(value):
             raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
-        if abs(value) > MAX_DELAY:
+        if value > MAX_DELAY:
             raise ValueError(f"{what} must be at most {MAX_DELAY:g} seconds, got {value!r}")
         ns = value * _NS if type(value) is int else round(value * _NS)
         shown = repr(value)
@@ -394,7 +394,13 @@ class Scheduler:
             if periodic:
                 self._intervals.add(h)
             if -(-deadline // TICK_NS) < self._wake_tick:
-                self._wake_timer_locked()
+                try:
+                    self._wake_timer_locked()
+                except BaseException:  # the timer thread could not start: undo the post
+                    wheel.remove(h)
+                    self._intervals.discard(h)
+                    self._id_gaps += 1
+                    raise
         finally:
             lock.release()
         return h
@@ -458,13 +464,13 @@ class Scheduler:
     def _wake_timer_locked(self) -> None:
         if self._manual:
             return
-        self._wake_tick = -_INF
         if self._timer is None:
             t = WheeltaskThread(self._timer_main, f"{self._name}-timer")
+            t.start()  # it waits for the lock we hold before it looks at anything
             self._timer = t
-            t.start()
         else:
             self._cond.notify()
+        self._wake_tick = -_INF  # awake now: it re-reads the wheel before sleeping
 
     def _timer_main(self) -> None:
         clock = self._clock
@@ -550,7 +556,6 @@ class Scheduler:
                 self._intervals.discard(h)
                 h._state = CANCELLED
                 self._cancelled += 1
-                self._intervals.discard(h)
             else:
                 h._state = WAITING
 
