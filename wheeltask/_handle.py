@@ -2,8 +2,9 @@
 
 A handle is also the wheel entry and the pool's work item, so a pending timer costs one
 object. Its fields are kept few on purpose (memory per pending timer is a promise):
-``_args`` holds the callback's arguments until a one-shot run ends and then its outcome;
-everything a plain one-shot task does not need lives in ``_extra``.
+``_args`` holds the callback's arguments until a one-shot run ends, then its outcome
+(or, once cancelled, the reason); ``_cb`` holds the callback until it is released,
+then its name; everything a plain one-shot task does not need lives in ``_extra``.
 """
 
 from __future__ import annotations
