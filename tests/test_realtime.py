@@ -361,3 +361,19 @@ def test_a_timer_thread_that_cannot_start_refuses_the_post(
     monkeypatch.setattr(WheeltaskThread, "start", real_start)
     assert s.post_task(lambda: "ok", delay=0.01).result(timeout=5) == "ok"
     assert s.shutdown(timeout=5)
+
+
+def test_a_timer_woken_late_within_the_tick_counts_no_missed_run() -> None:
+    # A 5 ms interval whose deadline falls just after a tick boundary fires at the end
+    # of that tick; a timer thread waking a little later than that is not a stall.
+    clock = VirtualClock()
+    with Scheduler(clock=clock, max_workers=1) as s:
+        clock.advance(0.0031)
+        h = s.post_task(lambda: None, interval=0.005)  # grid: 8.1, 13.1, 18.1 ms ...
+        clock.advance(0.0109)  # now 14 ms: inside tick (10, 15], past the 13.1 ms point
+        assert h.wait_for_runs(1, timeout=5)
+        assert h.missed == 0 and h.next_run == pytest.approx(0.0131)
+        clock.advance(0.001)  # 15 ms: the 13.1 ms point's tick
+        assert h.wait_for_runs(2, timeout=5)
+        assert h.missed == 0
+        h.cancel()

@@ -176,6 +176,11 @@ class VirtualClock:
             )
         self._busy = True
         try:
+            # What is due already runs first, at the current time (an entry posted for
+            # "now" in a tick that had already been processed, say).
+            for s in list(self._schedulers):
+                if s._next_due_ns() is not None:
+                    s.run_due()
             while True:
                 nxt = self._next_due_ns()
                 if nxt is None or nxt > target:

@@ -524,14 +524,18 @@ class Scheduler:
             else:  # the previous run is still queued or running: never overlap
                 extra.missed += 1
                 self._missed += 1
+            # The next grid point, unless the timer has stalled past it: a point whose
+            # tick is before the current one can no longer run within a tick of its
+            # deadline. This firing was the one catch-up run; such points are missed.
             iv = extra.interval
-            nxt = h._deadline + iv
-            if nxt <= now:  # stalled: one catch-up run (this one), the rest are missed
-                k = (now - h._deadline) // iv
-                extra.missed += k
-                self._missed += k
-                nxt = h._deadline + (k + 1) * iv
-            h._deadline = nxt
+            g = h._deadline
+            k = 1
+            behind = (now // TICK_NS - 1) * TICK_NS - g
+            if behind >= iv:
+                k = behind // iv + 1
+                extra.missed += k - 1
+                self._missed += k - 1
+            h._deadline = g + k * iv
             self._wheel.add(h)
         try:
             pool.submit_many_locked(batch)
