@@ -329,7 +329,7 @@ def test_a_thread_that_cannot_start_is_reported_and_counts_stay_right(
     s = Scheduler(max_workers=2)
     with pytest.raises(RuntimeError, match="can't start new thread"):
         s.post_task(print)
-    assert s.stats().queued == 0 and s.stats().workers == 0
+    assert s.stats().queued == 0 and s.stats().workers == 0 and s.stats().submitted == 0
     with caplog.at_level(logging.ERROR, logger="wheeltask"):
         timer = s.post_task(lambda: "ran", delay=0.01)  # the timer thread starts fine
         deadline = time.monotonic() + 5

@@ -9,6 +9,7 @@ import gc
 import logging
 import weakref
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 
@@ -403,3 +404,12 @@ class TestModuleLevel:
             wheeltask.configure(max_workers=0)
         with pytest.raises(TypeError):
             wheeltask.configure(bogus=1)
+
+
+def test_cancel_with_a_mock_callback(sched: Scheduler) -> None:
+    h = sched.post_task(mock.Mock(), delay=1)
+    assert h.name == "Mock"
+    assert h.cancel() is True
+    assert h.name == "Mock" and h.cancelled()
+    with pytest.raises(TaskCancelled, match=r"^'Mock' cancelled by cancel\(\)$"):
+        h.result()

@@ -216,3 +216,37 @@ def test_shutdown_without_wait_on_an_idle_scheduler() -> None:
     used.post_task(print).wait_for_finished(5)
     used.shutdown(wait=False)  # threads may still be on their way out
     assert used.shutdown(timeout=5) is True
+
+
+def test_outside_shutdown_waits_for_a_task_that_is_itself_shutting_down() -> None:
+    s = Scheduler(max_workers=2)
+    inside = threading.Event()
+
+    def closer() -> str:
+        assert s.shutdown(timeout=5)  # waits for no one: nothing else runs
+        inside.set()
+        time.sleep(0.1)  # still running after its own shutdown() returned
+        return "closer done"
+
+    h = s.post_task(closer)
+    assert inside.wait(5)
+    assert s.shutdown(timeout=5) is True
+    assert h.done() and h.result() == "closer done"  # True only once it had finished
+    assert not [t for t in our_threads() if t.name.startswith("wheeltask-")]
+
+
+@pytest.mark.parametrize("trial", range(5))
+def test_cancelled_queued_tasks_do_not_keep_shutdown_waiting(trial: int) -> None:
+    gate = threading.Event()
+    s = Scheduler(max_workers=2)
+    s.post_task(gate.wait, 5)
+    s.post_task(gate.wait, 5)
+    queued = [s.post_task(print, "never") for _ in range(500)]
+    result: list[bool] = []
+    closer = threading.Thread(target=lambda: result.append(s.shutdown(timeout=5)))
+    closer.start()
+    for h in queued:
+        h.cancel()
+    gate.set()
+    closer.join(6)
+    assert result == [True]

@@ -195,3 +195,26 @@ def test_waiting_inside_a_manual_callback_without_timeout_raises() -> None:
     clock.advance(0)
     assert timed.result() is False  # with a timeout: time cannot move here
     s.shutdown(cancel_pending=True)
+
+
+def test_advance_zero_runs_a_timer_due_now_mid_tick() -> None:
+    clock = VirtualClock()
+    s = manual_scheduler(clock=clock)
+    clock.advance(0.0031)
+    seen: list[float] = []
+    h = s.post_task(lambda: seen.append(clock.now()), delay=0, interval=0.005)
+    clock.advance(0)
+    assert seen == [0.0031]
+    clock.advance(0.005)
+    assert seen == [0.0031, 0.0081]
+    h.cancel()
+    s.shutdown()
+
+
+def test_manual_shutdown_timeout_runs_what_falls_due_within_it() -> None:
+    clock = VirtualClock()
+    s = manual_scheduler(clock=clock)
+    h = s.post_task(lambda: "ran", delay=0.003)
+    later = s.post_task(lambda: "late", delay=1)
+    assert s.shutdown(timeout=0.004) is False
+    assert h.result() == "ran" and later.cancelled()

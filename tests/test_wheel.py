@@ -300,3 +300,21 @@ def test_crowded_slot_is_cascaded_in_chunks_during_the_second_before() -> None:
     w._check()
     assert sorted(e._id for e in fired) == list(range(n))
     assert len(w) == 0
+
+
+def test_a_spent_early_cascade_stops_waking_the_timer() -> None:
+    w = Wheel()
+    crowd = [Entry((400 + i % 200) * TICK, i) for i in range(300)]
+    for e in crowd:
+        w.add(e)
+    far = Entry(100_000 * TICK, 999)
+    w.add(far)
+    for e in crowd:
+        w.remove(e)
+    wakeups = 0
+    while (nd := w.next_deadline()) is not None and nd < 90_000:
+        w.advance(nd)
+        wakeups += 1
+        assert wakeups < 20, "an early cascade of removed entries kept the wheel busy"
+    w._check()
+    assert w.advance(100_000) == [far]

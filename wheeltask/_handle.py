@@ -10,6 +10,7 @@ then its name; everything a plain one-shot task does not need lives in ``_extra`
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import logging
 import threading
@@ -79,14 +80,22 @@ class Extra:
 
 
 def callable_name(cb: object) -> str:
-    """A short name for a callback: its qualified name without ``<locals>`` parts."""
-    if isinstance(cb, str):
-        return cb.rpartition("<locals>.")[2]
-    name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
-    if not isinstance(name, str):
-        func = getattr(cb, "func", None)  # functools.partial
-        name = callable_name(func) if func is not None else type(cb).__qualname__
-    return name.rpartition("<locals>.")[2]
+    """A short name for a callback: its qualified name without ``<locals>`` parts.
+
+    Never raises, whatever the callable (a mock, an object with odd attributes).
+    """
+    if not isinstance(cb, str):
+        for _ in range(8):  # functools.partial(functools.partial(f)) ...
+            if not isinstance(cb, functools.partial):
+                break
+            cb = cb.func
+        try:
+            name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
+        except Exception:  # noqa: BLE001 - a name is not worth a failing cancel()
+            name = None
+        cb = name if isinstance(name, str) else type(cb).__qualname__
+    assert isinstance(cb, str)
+    return cb.rpartition("<locals>.")[2]
 
 
 @final

@@ -174,6 +174,9 @@ class WorkerPool(_Pool):
         self._blocked = 0  # posters waiting in on_full="block"
         self.workers = 0
         self._closed = False
+        # Called after a worker skipped a cancelled item (its owner may be waiting for
+        # the pool to be idle).
+        self.on_skip: Callable[[], None] | None = None
         self._threads: set[threading.Thread] = set()  # workers in their loop
         self._started_threads: list[threading.Thread] = []  # for joins: until they end
         self._thread_ids = itertools.count(1)
@@ -329,6 +332,8 @@ class WorkerPool(_Pool):
             if claim(work, 1) is not None:  # cancelled while it waited
                 next(finished)
                 busy[slot] = False
+                if self.on_skip is not None:
+                    self.on_skip()  # this skip may be what a shutdown() waits for
                 continue
             if self._blocked:
                 with self._lock:

@@ -292,7 +292,7 @@ class Scheduler:
         o = self._options
         if self._manual:
             return InlinePool(self._lock, queue_size=o["queue_size"], on_full=o["on_full"])
-        return WorkerPool(
+        pool = WorkerPool(
             self._lock,
             max_workers=o["max_workers"],
             min_workers=o["min_workers"],
@@ -301,6 +301,8 @@ class Scheduler:
             on_full=o["on_full"],
             name=o["name"],
         )
+        pool.on_skip = self._after_skip
+        return pool
 
     @classmethod
     def _new_manual(cls, clock: Clock, **options: Any) -> Scheduler:
@@ -413,7 +415,13 @@ class Scheduler:
         # Lock-free: the id counter, the claims dict and the SimpleQueue are each
         # atomic under the GIL.
         h._id = next(self._ids)
-        if not self._offer(h):
+        try:
+            offered = self._offer(h)
+        except RuntimeError:  # no thread to run it, and none could start
+            with self._lock:
+                self._refuse_locked()
+            raise
+        if not offered:
             # No room (or posters racing each other overfilled the queue, or a manual
             # scheduler): the locked path applies on_full.
             return self._post_now_locked(h)
@@ -435,13 +443,13 @@ class Scheduler:
         caller = False
         with self._lock:
             if self._closing:
-                self._id_gaps += 1
+                self._refuse_locked()
                 raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
             if pool.queued >= self._queue_size:
                 try:
                     caller = pool.wait_for_room_locked(self._is_closing) == "caller"
                 except (QueueFull, SchedulerShutdown):
-                    self._id_gaps += 1
+                    self._refuse_locked()
                     raise
             if caller:
                 pool.count_caller_run_locked()
@@ -451,7 +459,7 @@ class Scheduler:
                     pool.ensure_workers_locked()
                 except RuntimeError:
                     if pool.workers == 0 and pool.unqueue(h):
-                        self._id_gaps += 1
+                        self._refuse_locked()
                         raise
         if caller:
             pool.run_in_caller(h)
@@ -459,6 +467,19 @@ class Scheduler:
 
     def _is_closing(self) -> bool:
         return self._closing
+
+    def _refuse_locked(self) -> None:
+        """A post that took an id is refused at once: no count changes for it, and a
+        waiting shutdown() may now be done (its task had been counted as queued)."""
+        self._id_gaps += 1
+        if self._closing:
+            self._closed_progress_locked()
+
+    def _after_skip(self) -> None:
+        """A worker skipped a cancelled task: during a shutdown, that may be the end."""
+        if self._closing and self._maybe_idle():
+            with self._lock:
+                self._closed_progress_locked()
 
     # ------------------------------------------------------------ timer thread
     def _wake_timer_locked(self) -> None:
@@ -860,7 +881,9 @@ class Scheduler:
             if in_task:
                 self._closers[me] = self._closers.get(me, 0) + 1
             try:
-                while not self._is_idle_locked(len(self._closers)):
+                # A task waits for every other task but those also inside shutdown();
+                # any other caller waits for them all.
+                while not self._is_idle_locked(len(self._closers) if in_task else 0):
                     remaining = None if end is None else end - real_monotonic()
                     if remaining is not None and remaining <= 0:
                         ok = False
@@ -871,7 +894,8 @@ class Scheduler:
                 if self._timer is not None:
                     self._cond.notify()
                 joinable = [t for t in self._threads_alive() if t is not me]
-                joinable = [t for t in joinable if t not in self._closers]
+                if in_task:
+                    joinable = [t for t in joinable if t not in self._closers]
             finally:
                 if in_task:
                     n = self._closers.pop(me)
@@ -927,6 +951,8 @@ class Scheduler:
                     if nxt is None or (end is not None and nxt > end):
                         break
                     clock._advance_to_ns(max(nxt, clock.now_ns()))
+                if end is not None and nxt is not None and end > clock.now_ns():
+                    clock._advance_to_ns(end)  # what falls due by the timeout runs too
             else:
                 self.run_due()
         with self._lock:
@@ -944,7 +970,12 @@ class Scheduler:
 
     # ----------------------------------------------------------- observability
     def stats(self) -> Stats:
-        """A consistent snapshot of the counters (see :class:`Stats`)."""
+        """A snapshot of the counters (see :class:`Stats`).
+
+        Workers count their runs without stopping for it: every count is exact when
+        the scheduler is idle; while tasks run, the counts are read one after another
+        and may each be a few tasks apart.
+        """
         with self._lock:
             pool = self._pool
             samples = list(self._late)

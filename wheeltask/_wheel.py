@@ -390,6 +390,13 @@ class Wheel:
             slot.append(e)
             e._wslot = slot
         self._pre_pos = end
+        if end == len(pre):
+            # All moved down: the list is spent. Emptied in place (entries added to
+            # this block later find it empty and set its bit again), so nothing wakes
+            # the timer for it any more.
+            pre.clear()
+            self._m1 &= ~(1 << (b % L1_SLOTS))
+            self._pre = None
 
     def _cascade(self, level: list[list[TimerEntry]], i: int, start: int = 0) -> None:
         slot = level[i]
