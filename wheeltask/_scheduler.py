@@ -376,8 +376,27 @@ class Scheduler:
         h._waiters = None
         h._extra = extra
         h._sched = self
-        if immediate:
-            return self._post_now(h)
+        if immediate:  # the hot path, written out: no call but the pool's offer()
+            h._deadline = 0
+            h._state = QUEUED
+            if self._closing:
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+            # Lock-free: the id counter, the claims dict and the SimpleQueue are each
+            # atomic under the GIL.
+            h._id = next(self._ids)
+            try:
+                offered = self._offer(h)
+            except RuntimeError:  # no thread to run it, and none could start
+                with self._lock:
+                    self._refuse_locked()
+                raise
+            if not offered:
+                # No room (or posters racing each other overfilled the queue, or a
+                # manual scheduler): the locked path applies on_full.
+                return self._post_now_locked(h)
+            if self._closing:
+                self._take_back_if_refused(h)
+            return h
         h._deadline = deadline
         lock = self._lock
         lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
@@ -407,35 +426,16 @@ class Scheduler:
             lock.release()
         return h
 
-    def _post_now(self, h: TaskHandle) -> TaskHandle:
-        h._deadline = 0
-        h._state = QUEUED
-        if self._closing:
-            raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-        # Lock-free: the id counter, the claims dict and the SimpleQueue are each
-        # atomic under the GIL.
-        h._id = next(self._ids)
-        try:
-            offered = self._offer(h)
-        except RuntimeError:  # no thread to run it, and none could start
-            with self._lock:
-                self._refuse_locked()
-            raise
-        if not offered:
-            # No room (or posters racing each other overfilled the queue, or a manual
-            # scheduler): the locked path applies on_full.
-            return self._post_now_locked(h)
-        if self._closing:
-            # shutdown() began meanwhile and may have found the queue empty: take the
-            # task back unless a worker has it already (then it runs).
-            with self._lock:
-                if self._pool.unqueue(h):
-                    h._state = CANCELLED
-                    h._args = "refused: the scheduler shut down"
-                    self._refused += 1
-                    self._closed_progress_locked()
-                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-        return h
+    def _take_back_if_refused(self, h: TaskHandle) -> None:
+        # shutdown() began during the post and may have found the queue empty: take the
+        # task back unless a worker has it already (then it runs).
+        with self._lock:
+            if self._pool.unqueue(h):
+                h._state = CANCELLED
+                h._args = "refused: the scheduler shut down"
+                self._refused += 1
+                self._closed_progress_locked()
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
 
     def _post_now_locked(self, h: TaskHandle) -> TaskHandle:
         """The immediate path with the lock: queue full, racing posters, manual."""
