@@ -38,7 +38,9 @@ def test_exit_with_pending_work_warns_and_does_not_hang() -> None:
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 < 10
     assert proc.stdout.strip() == "main done"
-    assert "2 task(s) had not finished when the interpreter exited" in proc.stderr
+    assert "1 task(s) did not run and 1 were still running when the interpreter exited" in (
+        proc.stderr
+    )
     assert "wait_and_exit()" in proc.stderr
 
 

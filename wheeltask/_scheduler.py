@@ -1021,19 +1021,20 @@ class Scheduler:
         )
 
     # --------------------------------------------------- exit and fork safety
-    def _abandon(self, why: str) -> int:
-        """Cancel everything without waiting (interpreter exit); return how many."""
+    def _abandon(self, why: str) -> tuple[int, int]:
+        """Cancel what has not started, without waiting (interpreter exit).
+
+        Returns how many tasks will not run, and how many are still running.
+        """
         with self._lock:
-            if self._closing and self._is_idle_locked(self._pool.running):
-                return 0
             running = self._pool.running
-            self._closing = True
             tokens = self._cancel_all_locked(why)
+            self._closing = True
             self._pool.stop_locked()
             if self._timer is not None:
                 self._cond.notify()
         self._notify_all(tokens)
-        return len(tokens) + running
+        return sum(h._state == CANCELLED for h, _ in tokens), running
 
     def _after_fork_child(self) -> None:
         # Only the forking thread exists in the child: no timer, no workers. Tasks
@@ -1084,14 +1085,15 @@ def _at_exit() -> None:
     for s in list(_live):
         if s._manual:
             continue  # a test's scheduler: no thread to stop, nothing runs by itself
-        n = s._abandon("not run: the interpreter exited")
-        if n:
+        not_run, running = s._abandon("not run: the interpreter exited")
+        if not_run or running:
             logger.warning(
-                "wheeltask scheduler %r: %d task(s) had not finished when the interpreter "
-                "exited and were abandoned; call wheeltask.wait_and_exit() (or "
+                "wheeltask scheduler %r: %d task(s) did not run and %d were still running "
+                "when the interpreter exited; call wheeltask.wait_and_exit() (or "
                 "Scheduler.shutdown()) before exit to wait for them",
                 s.name,
-                n,
+                not_run,
+                running,
             )
 
 
