@@ -178,28 +178,26 @@ class VirtualClock:
         try:
             # What is due already runs first, at the current time (an entry posted for
             # "now" in a tick that had already been processed, say).
-            for s in list(self._schedulers):
-                if s._next_due_ns() is not None:
-                    s.run_due()
-            while True:
+            self._run_due()
+            while True:  # then tick by tick
                 nxt = self._next_due_ns()
                 if nxt is None or nxt > target:
                     break
                 if nxt > self._now:
                     self._now = nxt
-                for s in list(self._schedulers):
-                    if s._next_due_ns() is not None:
-                        s.run_due()
+                self._run_due()
             if target > self._now:
                 self._now = target
-                # What falls due in the last, partial tick: deadline <= target.
-                for s in list(self._schedulers):
-                    if s._next_due_ns() is not None:
-                        s.run_due()
+                self._run_due()  # what falls due in the last, partial tick
         finally:
             self._busy = False
         for s in list(self._schedulers):
             s._clock_moved()
+
+    def _run_due(self) -> None:
+        for s in list(self._schedulers):
+            if s._next_due_ns() is not None:
+                s.run_due()
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self.now()!r})"
