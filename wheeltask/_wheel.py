@@ -138,10 +138,6 @@ class Wheel:
 
     # ------------------------------------------------------------------ queries
     @property
-    def tick_ns(self) -> int:
-        return self._tick_ns
-
-    @property
     def current_tick(self) -> int:
         """The first tick that has not been processed yet."""
         return self._tick
@@ -152,12 +148,6 @@ class Wheel:
     def tick_of(self, deadline_ns: int) -> int:
         """The tick in which a deadline fires: ``ceil(deadline / tick)``, never earlier."""
         return -(-deadline_ns // self._tick_ns)
-
-    def __contains__(self, entry: object) -> bool:
-        slot = getattr(entry, "_wslot", None)
-        if slot is None:
-            return False
-        return slot is self._ovf_tag or any(slot is s for s in self._all_lists())
 
     def next_deadline(self) -> int | None:
         """The next tick at which :meth:`advance` has work, or None if empty.
