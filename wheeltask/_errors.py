@@ -51,5 +51,5 @@ class Retry(WheeltaskError):
     """
 
     def __init__(self, delay: float | None = None) -> None:
-        super().__init__(delay)
+        super().__init__("retry requested" if delay is None else f"retry requested in {delay} s")
         self.delay = delay

@@ -68,7 +68,19 @@ class Failure:
 class Extra:
     """Per-task data that a plain one-shot task does not need."""
 
-    __slots__ = ("interval", "last", "missed", "name", "runs", "stop")
+    __slots__ = (
+        "attempts",
+        "backoff",
+        "interval",
+        "last",
+        "missed",
+        "name",
+        "retries",
+        "retry_entry",
+        "retry_on",
+        "runs",
+        "stop",
+    )
 
     def __init__(self, name: str | None = None, interval: int | None = None) -> None:
         self.name = name
@@ -77,6 +89,26 @@ class Extra:
         self.missed = 0
         self.stop: str | None = None  # why an interval task was stopped (while running)
         self.last: object = None  # the latest run's outcome (interval tasks)
+        self.retries = 0  # further attempts allowed after the first, per run
+        self.retry_on: tuple[type[BaseException], ...] = ()
+        self.backoff: object = None  # None, seconds (float) or a callable attempt -> seconds
+        self.attempts = 0  # attempts made (per run for interval tasks)
+        self.retry_entry: RetryEntry | None = None  # an interval run waiting to retry
+
+
+@final
+class RetryEntry:
+    """The wheel entry of an interval run's next attempt (its handle is on the wheel
+    for the next grid point already)."""
+
+    __slots__ = ("_deadline", "_extra", "_id", "_wslot", "handle")
+
+    def __init__(self, handle: TaskHandle, deadline: int) -> None:
+        self.handle = handle
+        self._deadline = deadline
+        self._id = handle._id
+        self._wslot: list[Any] | None = None
+        self._extra = handle._extra  # so that firing sees an interval task's entry
 
 
 def callable_name(cb: object) -> str:
@@ -161,6 +193,15 @@ class TaskHandle:
         if extra is not None and extra.interval is not None:
             return extra.runs
         return 1 if self._state in (SUCCEEDED, FAILED) else 0
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made: of the task, or of the current run for an interval task
+        (``retries=`` allows more than one)."""
+        extra = self._extra
+        if extra is not None:
+            return extra.attempts
+        return 1 if RUNNING <= self._state <= FAILED else 0
 
     @property
     def missed(self) -> int:
@@ -267,25 +308,32 @@ class TaskHandle:
         extra = self._extra
         cb: Callable[..., object] = self._cb  # type: ignore[assignment]  # claimed: callable
         if extra is None or extra.interval is None:
+            if extra is not None:
+                extra.attempts += 1
             try:
-                self._args = cb(*self._args)
+                self._args = cb(*self._args)  # on an exception the arguments stay
             except BaseException as exc:  # stored on the handle, reported once
-                self._args = Failure(exc)
-                self._state = FAILED
-                next(sched._n_failed)
-                logger.error("task %r raised", self, exc_info=exc)
+                if extra is None or not extra.retries or not sched._retry(self, exc):
+                    self._args = Failure(exc)
+                    self._state = FAILED
+                    next(sched._n_failed)
+                    logger.error("task %r raised", self, exc_info=exc)
                 del exc
             else:
                 self._state = SUCCEEDED
                 next(sched._n_succeeded)
         else:
+            extra.attempts += 1
             try:
                 extra.last = cb(*self._args)
             except BaseException as exc:
-                extra.last = Failure(exc)
-                logger.error("task %r raised", self, exc_info=exc)
+                if not extra.retries or not sched._retry(self, exc):
+                    extra.last = Failure(exc)
+                    logger.error("task %r raised", self, exc_info=exc)
+                    sched._finish_interval(self)
                 del exc
-            sched._finish_interval(self)
+            else:
+                sched._finish_interval(self)
         next(finished)
         # Read after the pool counted the run finished: a shutdown() or a waiter that
         # registered before these reads is seen; one that registers after them sees

@@ -10,6 +10,7 @@ import itertools
 import logging
 import math
 import os
+import random
 import threading
 import types
 import weakref
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final, final
 
 from ._clock import Clock, MonotonicClock, VirtualClock, real_monotonic
-from ._errors import QueueFull, SchedulerShutdown, TaskCancelled
+from ._errors import QueueFull, Retry, SchedulerShutdown, TaskCancelled
 from ._handle import (
     CANCELLED,
     QUEUED,
@@ -26,6 +27,7 @@ from ._handle import (
     WAITING,
     Extra,
     Failure,
+    RetryEntry,
     TaskHandle,
     callable_name,
     notify,
@@ -49,6 +51,10 @@ _MIN_INTERVAL_NS: Final = TICK_NS
 # How many recent lateness samples stats() takes its percentiles from.
 _LATENESS_SAMPLES: Final = 8192
 _ON_FULL: Final = ("block", "raise", "caller_runs")
+# The default backoff between attempts: 0.1 s, 0.2 s, 0.4 s ... at most 30 s, each
+# times a random factor in [0.5, 1] so that tasks failing together retry apart.
+_BACKOFF_BASE: Final = 0.1
+_BACKOFF_CAP: Final = 30.0
 _INF: Final = math.inf
 
 # Every live scheduler, for the interpreter-exit warning and fork handling.
@@ -189,12 +195,39 @@ def check_scheduler_options(
     }
 
 
-def _task_extra(name: object, interval: object) -> Extra:
+_TASK_OPTIONS: Final = frozenset({"retries", "retry_on", "backoff"})
+
+
+def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extra:
+    """Validate the task options; build the Extra that holds them. Changes nothing."""
+    unknown = options.keys() - _TASK_OPTIONS
+    if unknown:
+        raise unknown_options_error({k: options[k] for k in unknown})
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
-    if interval is None:
-        return Extra(name)
-    return Extra(name, to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS))
+    extra = Extra(
+        name,
+        None if interval is None else to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS),
+    )
+    if options:
+        retries = options.get("retries", 0)
+        _check_int(retries, "retries", 0)
+        retry_on = options.get("retry_on", ())
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in retry_on
+        ):
+            raise TypeError(
+                f"retry_on must be an exception type or a tuple of them, got {retry_on!r}"
+            )
+        backoff = options.get("backoff")
+        if backoff is not None and not callable(backoff):
+            backoff = to_ns(backoff, "backoff") / _NS  # seconds, validated
+        extra.retries = retries
+        extra.retry_on = retry_on
+        extra.backoff = backoff
+    return extra
 
 
 def unknown_options_error(options: dict[str, object]) -> TypeError:
@@ -271,6 +304,8 @@ class Scheduler:
         self._n_failed = itertools.count()
         self._cancelled = 0
         self._missed = 0
+        self._retried = 0
+        self._rng = random.Random()  # jitter of the default backoff
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
         self._closers: dict[threading.Thread, int] = {}  # tasks inside shutdown()
@@ -347,13 +382,14 @@ class Scheduler:
         """
         if not callable(cb):
             raise TypeError(f"cb must be callable, got {cb!r}")
-        if options:
-            raise unknown_options_error(options)
-        if delay is None and interval is None and name is None:  # the commonest post
-            extra = None
+        if delay is None and interval is None and name is None and not options:
+            extra = None  # the commonest post
             immediate = True
         else:
-            extra = None if interval is None and name is None else _task_extra(name, interval)
+            if interval is None and name is None and not options:
+                extra = None
+            else:
+                extra = _task_extra(name, interval, options)
             if delay is None:
                 delay_ns = -1
             elif type(delay) is float and 0.0 <= delay <= MAX_DELAY:  # common, fast
@@ -539,8 +575,15 @@ class Scheduler:
                 h._state = QUEUED
                 batch.append(h)
                 continue
+            if type(h) is RetryEntry:  # the next attempt of an interval run
+                handle = h.handle
+                extra.retry_entry = None
+                handle._state = QUEUED
+                batch.append(handle)
+                continue
             if h._state == WAITING:
                 h._state = QUEUED
+                extra.attempts = 0  # a new run: its own attempts
                 batch.append(h)
             else:  # the previous run is still queued or running: never overlap
                 extra.missed += 1
@@ -566,6 +609,53 @@ class Scheduler:
             logger.exception("wheeltask: could not start a worker thread")
 
     # ------------------------------------------------------------ completion
+    def _retry(self, h: TaskHandle, exc: BaseException) -> bool:
+        """After a failed attempt (lock not held): schedule the next one if the task's
+        retries allow it and the failure asks for it. The waiting attempt sits on the
+        wheel, never in a worker. Returns False when the failure is final."""
+        extra = h._extra
+        assert extra is not None
+        if extra.attempts > extra.retries:
+            return False
+        if isinstance(exc, Retry):
+            delay = exc.delay
+        elif extra.retry_on and isinstance(exc, extra.retry_on):
+            delay = None
+        else:
+            return False
+        try:
+            delay_ns = self._backoff_ns(extra, delay)
+        except (TypeError, ValueError):
+            logger.exception("task %r: bad retry delay; the task fails", h)
+            return False
+        deadline = self._now_ns() + delay_ns
+        with self._lock:
+            if extra.interval is None:
+                h._state = WAITING
+                h._deadline = deadline
+                self._wheel.add(h)
+            else:
+                if extra.stop is not None:
+                    return False  # cancelled during the attempt: the run ends here
+                entry = extra.retry_entry = RetryEntry(h, deadline)
+                self._wheel.add(entry)
+            self._retried += 1
+            if -(-deadline // TICK_NS) < self._wake_tick:
+                self._wake_timer_locked()
+        return True
+
+    def _backoff_ns(self, extra: Extra, delay: object) -> int:
+        """The wait before the next attempt: Retry(delay=...), else the task's backoff,
+        else 0.1 s doubling per attempt, capped at 30 s, times a jitter in [0.5, 1]."""
+        n = extra.attempts  # attempts made so far (>= 1)
+        if delay is None:
+            backoff = extra.backoff
+            if backoff is None:
+                seconds = min(_BACKOFF_CAP, math.ldexp(_BACKOFF_BASE, min(n - 1, 64)))
+                return round(seconds * self._rng.uniform(0.5, 1.0) * _NS)
+            delay = backoff(n) if callable(backoff) else backoff
+        return to_ns(delay, "retry delay")
+
     def _finish_interval(self, h: TaskHandle) -> None:
         """A run of an interval task ended (lock not held)."""
         extra = h._extra
@@ -621,10 +711,15 @@ class Scheduler:
             return st == CANCELLED, None
         if h._wslot is not None:
             self._wheel.remove(h)
+        extra = h._extra
+        if st == RUNNING and extra is not None and extra.retry_entry is not None:
+            # An interval run waiting for its next attempt: no attempt is under way.
+            self._wheel.remove(extra.retry_entry)
+            extra.retry_entry = None
+            return True, self._finish_cancelled_locked(h, reason)
         if st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
             # A run has started (or a worker has just claimed it): it completes. An
             # interval task ends after it; a one-shot run was not prevented.
-            extra = h._extra
             if extra is not None and extra.interval is not None:
                 if extra.stop is None:
                     extra.stop = reason
@@ -924,6 +1019,12 @@ class Scheduler:
     def _cancel_all_locked(self, reason: str) -> list[tuple[TaskHandle, list[Any] | None]]:
         tokens: list[tuple[TaskHandle, list[Any] | None]] = []
         for h in self._wheel.drain():
+            if type(h) is RetryEntry:
+                handle = h.handle
+                assert handle._extra is not None
+                handle._extra.retry_entry = None
+                tokens.append((handle, self._finish_cancelled_locked(handle, reason)))
+                continue
             assert isinstance(h, TaskHandle)
             tokens.append((h, self._cancel_locked(h, reason)[1]))
         for item in self._pool.drain_locked():  # each one taken back from the queue
@@ -988,7 +1089,7 @@ class Scheduler:
                 count_value(self._ids) - 1 - self._refused - self._id_gaps,
                 count_value(self._n_succeeded),
                 count_value(self._n_failed),
-                0,
+                self._retried,
                 self._cancelled,
                 self._missed,
                 self._refused,
