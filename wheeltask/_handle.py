@@ -72,9 +72,11 @@ class Extra:
         "attempts",
         "backoff",
         "interval",
+        "key",
         "last",
         "missed",
         "name",
+        "on_duplicate",
         "retries",
         "retry_entry",
         "retry_on",
@@ -94,6 +96,8 @@ class Extra:
         self.backoff: object = None  # None, seconds (float) or a callable attempt -> seconds
         self.attempts = 0  # attempts made (per run for interval tasks)
         self.retry_entry: RetryEntry | None = None  # an interval run waiting to retry
+        self.key: object = None  # deduplication key (None: none)
+        self.on_duplicate = "return"
 
 
 @final
@@ -322,6 +326,8 @@ class TaskHandle:
             else:
                 self._state = SUCCEEDED
                 next(sched._n_succeeded)
+            if extra is not None and extra.key is not None and self._state >= SUCCEEDED:
+                sched._release_key(self)
         else:
             extra.attempts += 1
             try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, Final, final
 
 from ._clock import Clock, MonotonicClock, VirtualClock, real_monotonic
-from ._errors import QueueFull, Retry, SchedulerShutdown, TaskCancelled
+from ._errors import DuplicateTask, QueueFull, Retry, SchedulerShutdown, TaskCancelled
 from ._handle import (
     CANCELLED,
     QUEUED,
@@ -69,9 +69,11 @@ class Stats:
     ``pending`` counts timers on the wheels, ``queued`` tasks waiting for a worker,
     ``running`` callbacks in progress. ``submitted`` counts accepted posts,
     ``succeeded``/``failed`` completed runs by outcome, ``cancelled`` tasks that ended
-    cancelled, ``missed`` interval firings skipped. ``rejected`` counts tasks accepted
-    and then refused before running (a post that raced ``shutdown()``); a post refused
-    at once (``QueueFull``, ``SchedulerShutdown``, bad input) changes no count.
+    cancelled, ``missed`` interval firings skipped, ``retried`` retries scheduled,
+    ``deduplicated`` posts that found a live task with their key. ``rejected`` counts
+    tasks accepted and then refused before running (a post that raced ``shutdown()``);
+    a post refused at once (``QueueFull``, ``SchedulerShutdown``, bad input) changes no
+    count.
     Lateness is how long after its deadline the wheel handed a timer to the pool, in
     seconds, over the most recent 8,192 firings (0.0 before the first).
     """
@@ -91,6 +93,7 @@ class Stats:
     lateness_p50: float
     lateness_p99: float
     lateness_max: float
+    deduplicated: int
 
 
 # ----------------------------------------------------------------- validation
@@ -195,7 +198,8 @@ def check_scheduler_options(
     }
 
 
-_TASK_OPTIONS: Final = frozenset({"retries", "retry_on", "backoff"})
+_TASK_OPTIONS: Final = frozenset({"retries", "retry_on", "backoff", "key", "on_duplicate"})
+_ON_DUPLICATE: Final = ("return", "raise", "replace")
 
 
 def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extra:
@@ -227,6 +231,20 @@ def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extr
         extra.retries = retries
         extra.retry_on = retry_on
         extra.backoff = backoff
+        key = options.get("key")
+        if key is not None:
+            try:
+                hash(key)
+            except TypeError:
+                raise TypeError(f"key must be hashable, got {key!r}") from None
+        on_duplicate = options.get("on_duplicate", "return")
+        if on_duplicate not in _ON_DUPLICATE:
+            raise ValueError(
+                f"on_duplicate must be one of {', '.join(map(repr, _ON_DUPLICATE))}, "
+                f"got {on_duplicate!r}"
+            )
+        extra.key = key
+        extra.on_duplicate = on_duplicate
     return extra
 
 
@@ -305,6 +323,8 @@ class Scheduler:
         self._cancelled = 0
         self._missed = 0
         self._retried = 0
+        self._keys: dict[object, TaskHandle] = {}  # live keyed tasks, by key
+        self._deduplicated = 0
         self._rng = random.Random()  # jitter of the default backoff
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
@@ -412,55 +432,110 @@ class Scheduler:
         h._waiters = None
         h._extra = extra
         h._sched = self
-        if immediate:  # the hot path, written out: no call but the pool's offer()
-            h._deadline = 0
-            h._state = QUEUED
-            if self._closing:
-                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-            # Lock-free: the id counter, the claims dict and the SimpleQueue are each
-            # atomic under the GIL.
-            h._id = next(self._ids)
-            try:
-                offered = self._offer(h)
-            except RuntimeError:  # no thread to run it, and none could start
-                with self._lock:
-                    self._refuse_locked()
-                raise
-            if not offered:
-                # No room (or posters racing each other overfilled the queue, or a
-                # manual scheduler): the locked path applies on_full.
-                return self._post_now_locked(h)
-            if self._closing:
-                self._take_back_if_refused(h)
-            return h
-        h._deadline = deadline
-        lock = self._lock
-        lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
-        try:
-            if self._closing:
-                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-            wheel = self._wheel
-            if self._max_pending is not None and len(wheel) >= self._max_pending:
-                raise QueueFull(
-                    f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
-                    "retry later or raise max_pending"
-                )
-            h._id = next(self._ids)
-            h._state = WAITING
-            wheel.add(h)
-            if periodic:
-                self._intervals.add(h)
-            if -(-deadline // TICK_NS) < self._wake_tick:
+        if extra is not None and extra.key is not None:
+            existing = self._claim_key(h, extra)
+            if existing is not None:
+                return existing
+        try:  # free of cost until something raises (CPython 3.11)
+            if immediate:  # the hot path, written out: no call but the pool's offer()
+                h._deadline = 0
+                h._state = QUEUED
+                if self._closing:
+                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+                # Lock-free: the id counter, the claims dict and the SimpleQueue are each
+                # atomic under the GIL.
+                h._id = next(self._ids)
                 try:
-                    self._wake_timer_locked()
-                except BaseException:  # the timer thread could not start: undo the post
-                    wheel.remove(h)
-                    self._intervals.discard(h)
-                    self._id_gaps += 1
+                    offered = self._offer(h)
+                except RuntimeError:  # no thread to run it, and none could start
+                    with self._lock:
+                        self._refuse_locked()
                     raise
-        finally:
-            lock.release()
-        return h
+                if not offered:
+                    # No room (or posters racing each other overfilled the queue, or a
+                    # manual scheduler): the locked path applies on_full.
+                    return self._post_now_locked(h)
+                if self._closing:
+                    self._take_back_if_refused(h)
+                return h
+            h._deadline = deadline
+            lock = self._lock
+            lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
+            try:
+                if self._closing:
+                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+                wheel = self._wheel
+                if self._max_pending is not None and len(wheel) >= self._max_pending:
+                    raise QueueFull(
+                        f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
+                        "retry later or raise max_pending"
+                    )
+                h._id = next(self._ids)
+                h._state = WAITING
+                wheel.add(h)
+                if periodic:
+                    self._intervals.add(h)
+                if -(-deadline // TICK_NS) < self._wake_tick:
+                    try:
+                        self._wake_timer_locked()
+                    except BaseException:  # the timer thread could not start: undo the post
+                        wheel.remove(h)
+                        self._intervals.discard(h)
+                        self._id_gaps += 1
+                        raise
+            finally:
+                lock.release()
+            return h
+        except BaseException:
+            if extra is not None and extra.key is not None:
+                self._drop_key(h, extra)
+            raise
+
+    # ------------------------------------------------------------ dedup keys
+    def _claim_key(self, h: TaskHandle, extra: Extra) -> TaskHandle | None:
+        """Register a keyed task; or return the live task already holding its key
+        (``on_duplicate="return"``), raise DuplicateTask, or cancel it ("replace")."""
+        key = extra.key
+        token = None
+        with self._lock:
+            if self._closing:
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+            old = self._keys.get(key)
+            if old is not None and old._state < SUCCEEDED:
+                policy = extra.on_duplicate
+                if policy == "return":
+                    self._deduplicated += 1
+                    return old
+                if policy == "raise":
+                    raise DuplicateTask(f"a task with key {key!r} is not finished yet: {old!r}")
+                # "replace": a pending one is cancelled; a running one completes.
+                token = self._cancel_locked(old, "replaced by a new task with the same key")[1]
+                self._deduplicated += 1
+            h._state = WAITING  # registered before it is posted: never seen unset
+            self._keys[key] = h
+        if token is not None and old is not None:
+            notify(old, token)
+        return None
+
+    def _drop_key(self, h: TaskHandle, extra: Extra) -> None:
+        """The keyed post failed after registering its key: let the key go, and end the
+        handle (another post may have been given it) as refused."""
+        with self._lock:
+            if self._keys.get(extra.key) is h:
+                del self._keys[extra.key]
+            if h._state < SUCCEEDED and h._wslot is None:
+                h._state = CANCELLED
+                h._args = "refused: the post raised"
+
+    def _release_key(self, h: TaskHandle) -> None:
+        """A keyed task reached a final state (lock not held): its key is free."""
+        with self._lock:
+            self._release_key_locked(h)
+
+    def _release_key_locked(self, h: TaskHandle) -> None:
+        extra = h._extra
+        if extra is not None and extra.key is not None and self._keys.get(extra.key) is h:
+            del self._keys[extra.key]
 
     def _take_back_if_refused(self, h: TaskHandle) -> None:
         # shutdown() began during the post and may have found the queue empty: take the
@@ -671,6 +746,7 @@ class Scheduler:
                 self._intervals.discard(h)
                 h._state = CANCELLED
                 self._cancelled += 1
+                self._release_key_locked(h)
             else:
                 h._state = WAITING
 
@@ -741,6 +817,8 @@ class Scheduler:
             self._intervals.discard(h)
         h._state = CANCELLED
         self._cancelled += 1
+        if extra is not None and extra.key is not None:
+            self._release_key_locked(h)
         if self._closing:
             self._closed_progress_locked()
         ws = h._waiters
@@ -1095,10 +1173,17 @@ class Scheduler:
                 self._refused,
             )
             late_max = self._late_max
+            dedup = self._deduplicated
         samples.sort()
         p50 = samples[(len(samples) - 1) // 2] / _NS if samples else 0.0
         p99 = samples[min(len(samples) - 1, (len(samples) * 99) // 100)] / _NS if samples else 0.0
-        return Stats(*counts, lateness_p50=p50, lateness_p99=p99, lateness_max=late_max / _NS)
+        return Stats(
+            *counts,
+            lateness_p50=p50,
+            lateness_p99=p99,
+            lateness_max=late_max / _NS,
+            deduplicated=dedup,
+        )
 
     @property
     def clock(self) -> Clock:
