@@ -77,6 +77,9 @@ class Extra:
         "missed",
         "name",
         "on_duplicate",
+        "on_failure",
+        "on_retry",
+        "on_success",
         "retries",
         "retry_entry",
         "retry_on",
@@ -98,6 +101,9 @@ class Extra:
         self.retry_entry: RetryEntry | None = None  # an interval run waiting to retry
         self.key: object = None  # deduplication key (None: none)
         self.on_duplicate = "return"
+        self.on_success: Callable[[TaskHandle, object], object] | None = None
+        self.on_failure: Callable[[TaskHandle, BaseException], object] | None = None
+        self.on_retry: Callable[[TaskHandle, BaseException, float], object] | None = None
 
 
 @final
@@ -316,30 +322,34 @@ class TaskHandle:
                 extra.attempts += 1
             try:
                 self._args = cb(*self._args)  # on an exception the arguments stay
-            except BaseException as exc:  # stored on the handle, reported once
+            except BaseException as exc:  # noqa: BLE001 - stored on the handle, reported once
                 if extra is None or not extra.retries or not sched._retry(self, exc):
                     self._args = Failure(exc)
                     self._state = FAILED
                     next(sched._n_failed)
-                    logger.error("task %r raised", self, exc_info=exc)
+                    report_failure(self, exc)
                 del exc
             else:
                 self._state = SUCCEEDED
                 next(sched._n_succeeded)
+                if extra is not None and extra.on_success is not None:
+                    call_hook(extra.on_success, self, self._args)
             if extra is not None and extra.key is not None and self._state >= SUCCEEDED:
                 sched._release_key(self)
         else:
             extra.attempts += 1
             try:
                 extra.last = cb(*self._args)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - kept as the run's outcome, reported
                 if not extra.retries or not sched._retry(self, exc):
                     extra.last = Failure(exc)
-                    logger.error("task %r raised", self, exc_info=exc)
                     sched._finish_interval(self)
+                    report_failure(self, exc)
                 del exc
             else:
                 sched._finish_interval(self)
+                if extra.on_success is not None:
+                    call_hook(extra.on_success, self, extra.last)
         next(finished)
         # Read after the pool counted the run finished: a shutdown() or a waiter that
         # registered before these reads is seen; one that registers after them sees
@@ -359,6 +369,23 @@ class TaskHandle:
         if nxt is not None:
             parts.append(f"next_run={nxt - self._sched._clock.now():+.3f}s")
         return f"<TaskHandle {' '.join(parts)}>"
+
+
+def call_hook(hook: Callable[..., object], handle: TaskHandle, *args: object) -> None:
+    """Call a task's hook; what it raises is logged and goes no further."""
+    try:
+        hook(handle, *args)
+    except Exception:
+        logger.exception("hook %r of %r raised", hook, handle)
+
+
+def report_failure(handle: TaskHandle, exc: BaseException) -> None:
+    """A run failed for good: its on_failure hook, else the log (with the traceback)."""
+    extra = handle._extra
+    if extra is not None and extra.on_failure is not None:
+        call_hook(extra.on_failure, handle, exc)
+    else:
+        logger.error("task %r raised", handle, exc_info=exc)
 
 
 def notify(handle: TaskHandle, token: list[Any]) -> None:

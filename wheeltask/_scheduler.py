@@ -29,6 +29,7 @@ from ._handle import (
     Failure,
     RetryEntry,
     TaskHandle,
+    call_hook,
     callable_name,
     notify,
 )
@@ -198,7 +199,18 @@ def check_scheduler_options(
     }
 
 
-_TASK_OPTIONS: Final = frozenset({"retries", "retry_on", "backoff", "key", "on_duplicate"})
+_TASK_OPTIONS: Final = frozenset(
+    {
+        "retries",
+        "retry_on",
+        "backoff",
+        "key",
+        "on_duplicate",
+        "on_success",
+        "on_failure",
+        "on_retry",
+    }
+)
 _ON_DUPLICATE: Final = ("return", "raise", "replace")
 
 
@@ -245,6 +257,13 @@ def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extr
             )
         extra.key = key
         extra.on_duplicate = on_duplicate
+        for hook in ("on_success", "on_failure", "on_retry"):
+            fn = options.get(hook)
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{hook} must be callable, got {fn!r}")
+        extra.on_success = options.get("on_success")
+        extra.on_failure = options.get("on_failure")
+        extra.on_retry = options.get("on_retry")
     return extra
 
 
@@ -717,6 +736,8 @@ class Scheduler:
             self._retried += 1
             if -(-deadline // TICK_NS) < self._wake_tick:
                 self._wake_timer_locked()
+        if extra.on_retry is not None:
+            call_hook(extra.on_retry, h, exc, delay_ns / _NS)
         return True
 
     def _backoff_ns(self, extra: Extra, delay: object) -> int:
