@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wheeltask import DuplicateTask, Retry, Scheduler, TaskCancelled, TaskState
+from wheeltask import DuplicateTask, QueueFull, Retry, Scheduler, TaskCancelled, TaskState
 from wheeltask.testing import VirtualClock, manual_scheduler
 
 
@@ -148,3 +148,26 @@ def test_bad_dedup_options(
     with pytest.raises(exc, match=message):
         sched.post_task(print, **options)
     assert sched.stats() == before
+
+
+def test_replace_whose_post_is_refused_leaves_the_old_task(clock: VirtualClock) -> None:
+    s = manual_scheduler(clock=clock, queue_size=1, on_full="raise")
+    s.post_task(print)  # fills the run queue
+    old = s.post_task(print, delay=10, key="k")
+    with pytest.raises(QueueFull):
+        s.post_task(print, key="k", on_duplicate="replace")  # immediate: no room
+    assert old.state is TaskState.PENDING and not old.cancelled()
+    assert s.post_task(print, key="k") is old  # still the key's task
+    assert s.stats().cancelled == 0
+    s.shutdown(wait=False, cancel_pending=True)
+
+
+def test_a_caller_runs_task_may_post_a_keyed_task() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1, queue_size=1, on_full="caller_runs") as s:
+        s.post_task(gate.wait, 5)
+        s.post_task(print, "fills the queue")
+        inner: list[object] = []
+        outer = s.post_task(lambda: inner.append(s.post_task(print, key="inner")), key="outer")
+        assert outer.done() and len(inner) == 1  # ran here, without a deadlock
+        gate.set()

@@ -215,3 +215,41 @@ def test_bad_retry_options(
     with pytest.raises(exc, match=message):
         sched.post_task(print, **options)
     assert sched.stats() == before
+
+
+def test_no_new_attempt_starts_once_shutdown_began() -> None:
+    started = threading.Event()
+    gate = threading.Event()
+
+    def attempt() -> None:
+        started.set()
+        gate.wait(5)
+        raise Retry(delay=0.01)
+
+    s = Scheduler()
+    h = s.post_task(attempt, retries=3)
+    assert started.wait(5)
+    threading.Timer(0.05, gate.set).start()
+    assert s.shutdown(timeout=5) is True  # the attempt under way ends; no new one
+    assert h.state is TaskState.FAILED and h.attempts == 1
+
+
+def test_a_backoff_that_raises_fails_the_task(sched: Scheduler, clock: VirtualClock) -> None:
+    def backoff(attempt: int) -> float:
+        raise RuntimeError("backoff bug")
+
+    h = sched.post_task(lambda: (_ for _ in ()).throw(Retry()), retries=2, backoff=backoff)
+    clock.advance(0)
+    assert h.state is TaskState.FAILED and isinstance(h.exception(), Retry)
+    assert sched.stats().running == 0
+
+
+def test_an_interval_waiting_to_retry_is_cancelled_once_at_exit(
+    sched: Scheduler, clock: VirtualClock
+) -> None:
+    h = sched.post_task(lambda: (_ for _ in ()).throw(Retry()), interval=0.5, retries=1, backoff=2)
+    clock.advance(0.5)  # first attempt failed; its retry (at 2.5) is after the next grid point
+    assert sched.stats().retried == 1
+    not_run, running = sched._abandon("not run: the interpreter exited")
+    assert (not_run, running) == (1, 0) and h.cancelled()
+    assert sched.stats().cancelled == 1

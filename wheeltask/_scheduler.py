@@ -343,6 +343,8 @@ class Scheduler:
         self._missed = 0
         self._retried = 0
         self._keys: dict[object, TaskHandle] = {}  # live keyed tasks, by key
+        # Serialises keyed posts; re-entrant: a caller_runs task may post a keyed task.
+        self._keys_lock = threading.RLock()
         self._deduplicated = 0
         self._rng = random.Random()  # jitter of the default backoff
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
@@ -421,6 +423,10 @@ class Scheduler:
         """
         if not callable(cb):
             raise TypeError(f"cb must be callable, got {cb!r}")
+        if options and options.get("key") is not None:
+            return self._post_keyed(
+                cb, args, delay=delay, interval=interval, name=name, options=options
+            )
         if delay is None and interval is None and name is None and not options:
             extra = None  # the commonest post
             immediate = True
@@ -451,100 +457,102 @@ class Scheduler:
         h._waiters = None
         h._extra = extra
         h._sched = self
-        if extra is not None and extra.key is not None:
-            existing = self._claim_key(h, extra)
-            if existing is not None:
-                return existing
-        try:  # free of cost until something raises (CPython 3.11)
-            if immediate:  # the hot path, written out: no call but the pool's offer()
-                h._deadline = 0
-                h._state = QUEUED
-                if self._closing:
-                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-                # Lock-free: the id counter, the claims dict and the SimpleQueue are each
-                # atomic under the GIL.
-                h._id = next(self._ids)
-                try:
-                    offered = self._offer(h)
-                except RuntimeError:  # no thread to run it, and none could start
-                    with self._lock:
-                        self._refuse_locked()
-                    raise
-                if not offered:
-                    # No room (or posters racing each other overfilled the queue, or a
-                    # manual scheduler): the locked path applies on_full.
-                    return self._post_now_locked(h)
-                if self._closing:
-                    self._take_back_if_refused(h)
-                return h
-            h._deadline = deadline
-            lock = self._lock
-            lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
-            try:
-                if self._closing:
-                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-                wheel = self._wheel
-                if self._max_pending is not None and len(wheel) >= self._max_pending:
-                    raise QueueFull(
-                        f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
-                        "retry later or raise max_pending"
-                    )
-                h._id = next(self._ids)
-                h._state = WAITING
-                wheel.add(h)
-                if periodic:
-                    self._intervals.add(h)
-                if -(-deadline // TICK_NS) < self._wake_tick:
-                    try:
-                        self._wake_timer_locked()
-                    except BaseException:  # the timer thread could not start: undo the post
-                        wheel.remove(h)
-                        self._intervals.discard(h)
-                        self._id_gaps += 1
-                        raise
-            finally:
-                lock.release()
-            return h
-        except BaseException:
-            if extra is not None and extra.key is not None:
-                self._drop_key(h, extra)
-            raise
-
-    # ------------------------------------------------------------ dedup keys
-    def _claim_key(self, h: TaskHandle, extra: Extra) -> TaskHandle | None:
-        """Register a keyed task; or return the live task already holding its key
-        (``on_duplicate="return"``), raise DuplicateTask, or cancel it ("replace")."""
-        key = extra.key
-        token = None
-        with self._lock:
+        if immediate:  # the hot path, written out: no call but the pool's offer()
+            h._deadline = 0
+            h._state = QUEUED
             if self._closing:
                 raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-            old = self._keys.get(key)
-            if old is not None and old._state < SUCCEEDED:
-                policy = extra.on_duplicate
-                if policy == "return":
-                    self._deduplicated += 1
-                    return old
-                if policy == "raise":
-                    raise DuplicateTask(f"a task with key {key!r} is not finished yet: {old!r}")
-                # "replace": a pending one is cancelled; a running one completes.
-                token = self._cancel_locked(old, "replaced by a new task with the same key")[1]
-                self._deduplicated += 1
-            h._state = WAITING  # registered before it is posted: never seen unset
-            self._keys[key] = h
-        if token is not None and old is not None:
-            notify(old, token)
-        return None
+            # Lock-free: the id counter, the claims dict and the SimpleQueue are each
+            # atomic under the GIL.
+            h._id = next(self._ids)
+            try:
+                offered = self._offer(h)
+            except RuntimeError:  # no thread to run it, and none could start
+                with self._lock:
+                    self._refuse_locked()
+                raise
+            if not offered:
+                # No room (or posters racing each other overfilled the queue, or a
+                # manual scheduler): the locked path applies on_full.
+                return self._post_now_locked(h)
+            if self._closing:
+                self._take_back_if_refused(h)
+            return h
+        h._deadline = deadline
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
+        try:
+            if self._closing:
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+            wheel = self._wheel
+            if self._max_pending is not None and len(wheel) >= self._max_pending:
+                raise QueueFull(
+                    f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
+                    "retry later or raise max_pending"
+                )
+            h._id = next(self._ids)
+            h._state = WAITING
+            wheel.add(h)
+            if periodic:
+                self._intervals.add(h)
+            if -(-deadline // TICK_NS) < self._wake_tick:
+                try:
+                    self._wake_timer_locked()
+                except BaseException:  # the timer thread could not start: undo the post
+                    wheel.remove(h)
+                    self._intervals.discard(h)
+                    self._id_gaps += 1
+                    raise
+        finally:
+            lock.release()
+        return h
 
-    def _drop_key(self, h: TaskHandle, extra: Extra) -> None:
-        """The keyed post failed after registering its key: let the key go, and end the
-        handle (another post may have been given it) as refused."""
-        with self._lock:
-            if self._keys.get(extra.key) is h:
-                del self._keys[extra.key]
-            if h._state < SUCCEEDED and h._wslot is None:
-                h._state = CANCELLED
-                h._args = "refused: the post raised"
+    # ------------------------------------------------------------ dedup keys
+    def _post_keyed(
+        self,
+        cb: Callable[..., object],
+        args: tuple[Any, ...],
+        *,
+        delay: float | datetime.timedelta | None,
+        interval: float | datetime.timedelta | None,
+        name: str | None,
+        options: dict[str, Any],
+    ) -> TaskHandle:
+        """A post with a ``key``: one live task per key.
+
+        Keyed posts are serialised by their own lock. The live task is looked up, the
+        new one is posted as an ordinary task, and only once it is accepted is its key
+        registered (and, with "replace", the old one cancelled): a refused post changes
+        nothing, and no other thread ever sees a handle that is not posted yet.
+        """
+        _task_extra(name, interval, options)  # every argument is checked first
+        key = options["key"]
+        rest = {k: v for k, v in options.items() if k != "key"}
+        rest.setdefault("on_duplicate", "return")  # keeps an Extra to hold the key
+        with self._keys_lock:
+            old = self._keys.get(key)
+            if old is not None and old._state >= SUCCEEDED:
+                old = None
+            if old is not None:
+                if rest["on_duplicate"] == "return":
+                    with self._lock:
+                        self._deduplicated += 1
+                    return old
+                if rest["on_duplicate"] == "raise":
+                    raise DuplicateTask(f"a task with key {key!r} is not finished yet: {old!r}")
+            h = self.post_task(cb, *args, delay=delay, interval=interval, name=name, **rest)
+            with self._lock:
+                assert h._extra is not None
+                h._extra.key = key
+                if h._state < SUCCEEDED:  # a quick task may have finished already
+                    self._keys[key] = h
+                elif self._keys.get(key) is old:
+                    self._keys.pop(key, None)
+                if old is not None:
+                    self._deduplicated += 1
+            if old is not None:  # "replace": a pending one is cancelled, a running one ends
+                self._cancel(old, "replaced by a new task with the same key")
+            return h
 
     def _release_key(self, h: TaskHandle) -> None:
         """A keyed task reached a final state (lock not held): its key is free."""
@@ -718,12 +726,16 @@ class Scheduler:
         else:
             return False
         try:
-            delay_ns = self._backoff_ns(extra, delay)
-        except (TypeError, ValueError):
-            logger.exception("task %r: bad retry delay; the task fails", h)
+            delay_ns = self._backoff_ns(extra, delay)  # may call the user's backoff
+        except Exception:
+            logger.exception("task %r: no retry delay could be had; the task fails", h)
             return False
         deadline = self._now_ns() + delay_ns
         with self._lock:
+            if self._closing:
+                # A shutdown lets an attempt under way finish but starts no new one:
+                # its timer thread may already be gone.
+                return False
             if extra.interval is None:
                 h._state = WAITING
                 h._deadline = deadline
@@ -1121,8 +1133,9 @@ class Scheduler:
             if type(h) is RetryEntry:
                 handle = h.handle
                 assert handle._extra is not None
-                handle._extra.retry_entry = None
-                tokens.append((handle, self._finish_cancelled_locked(handle, reason)))
+                if handle._extra.retry_entry is h:  # not already cancelled via its handle
+                    handle._extra.retry_entry = None
+                    tokens.append((handle, self._finish_cancelled_locked(handle, reason)))
                 continue
             assert isinstance(h, TaskHandle)
             tokens.append((h, self._cancel_locked(h, reason)[1]))
