@@ -41,6 +41,9 @@ def test_demo_shows_the_tour_and_exits_cleanly() -> None:
         "ValueError: disk full",
         "status: pending=",
         "wait_and_exit -> True",
+        "upload uploaded after 3 attempts",
+        "returned the same handle: True",
+        "retried 2   deduplicated 1",
         "summary",
     ):
         assert expected in out, (expected, out)

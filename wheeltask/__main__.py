@@ -50,7 +50,10 @@ def _demo(speed: float) -> int:
     wheeltask.configure(max_workers=4, name="demo")
     post = wheeltask.post_task
 
-    say("posting: four delayed tasks, a heartbeat every 0.4 s, one to cancel, one that fails")
+    say(
+        "posting: four delayed tasks, a heartbeat every 0.4 s, one to cancel, one that "
+        "fails, one that retries"
+    )
     coffee = post(say, "delayed 0.5 s: coffee is ready", delay=t(0.5), name="coffee")
     post(say, "delayed 1.0 s: mail checked", delay=t(1.0), name="mail")
 
@@ -73,6 +76,25 @@ def _demo(speed: float) -> int:
         raise ValueError("disk full (on purpose)")
 
     broken = post(failing, delay=t(1.5), name="broken")
+
+    tries: list[int] = []
+
+    def flaky_upload() -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            say(f"flaky upload: attempt {len(tries)} asks for a retry")
+            raise wheeltask.Retry(delay=t(0.3))
+        return "uploaded"
+
+    upload = post(
+        flaky_upload,
+        delay=t(0.6),
+        retries=3,
+        name="upload",
+        on_success=lambda h, r: say(f"upload {r} after {h.attempts} attempts"),
+    )
+    again = post(say, "keyed task 'report:7' ran (once)", delay=t(2.2), key="report:7")
+    same = post(say, "never printed", key="report:7")  # that key is live: no second task
 
     def status() -> str:
         s = wheeltask.get_scheduler().stats()
@@ -102,6 +124,8 @@ def _demo(speed: float) -> int:
     say(f"wait_for_finished(report, timeout=3) -> {report.wait_for_finished(timeout=t(3))}")
     say(f"report.result() -> {report.result()}; burst done: {all(h.done() for h in burst)}")
     say(f"broken failed with {broken.exception()!r}; state {broken.state.name}")
+    say(f"a second post with key 'report:7' returned the same handle: {same is again}")
+    upload.wait_for_finished(timeout=t(3))
     time.sleep(max(0.0, t(3.2) - (time.monotonic() - start)))
     say(f"status: {status()}")
     say("wait_and_exit(timeout=5): the heartbeat stops, pending one-shots finish")
@@ -114,6 +138,7 @@ def _demo(speed: float) -> int:
     print("summary")
     print(f"  tasks submitted {s.submitted:>5}   cancelled {s.cancelled}   pending {s.pending}")
     print(f"  runs succeeded  {s.succeeded:>5}   failed    {s.failed}   missed  {s.missed}")
+    print(f"  retried {s.retried}   deduplicated {s.deduplicated}")
     print(
         f"  timer lateness p50 {s.lateness_p50 * 1000:.2f} ms, p99 {s.lateness_p99 * 1000:.2f} ms,"
         f" max {s.lateness_max * 1000:.2f} ms"
