@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from wheeltask import Scheduler
 from wheeltask._pool import WheeltaskThread
+from wheeltask.testing import VirtualClock, manual_scheduler
 
 
 def _ours() -> list[threading.Thread]:
@@ -27,3 +29,17 @@ def no_thread_leaks() -> Iterator[None]:
             t.join(max(0.0, deadline - time.monotonic()))
     leaked = [t for t in _ours() if t not in before and t.is_alive()]
     assert not leaked, f"wheeltask threads left running: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """A virtual clock at 0.0."""
+    return VirtualClock()
+
+
+@pytest.fixture
+def sched(clock: VirtualClock) -> Iterator[Scheduler]:
+    """A manual scheduler on ``clock``; whatever is left is cancelled afterwards."""
+    s = manual_scheduler(clock=clock)
+    yield s
+    s.shutdown(wait=False, cancel_pending=True)

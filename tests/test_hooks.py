@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
 from wheeltask import Retry, Scheduler, TaskHandle, TaskState
-from wheeltask.testing import VirtualClock, manual_scheduler
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def sched(clock: VirtualClock) -> Iterator[Scheduler]:
-    s = manual_scheduler(clock=clock)
-    yield s
-    s.shutdown(wait=False, cancel_pending=True)
+from wheeltask.testing import VirtualClock
 
 
 def test_on_success_sees_the_final_state_and_result(sched: Scheduler, clock: VirtualClock) -> None:

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 from wheeltask import Retry, Scheduler, TaskCancelled, TaskState
 from wheeltask.testing import VirtualClock, manual_scheduler
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def sched(clock: VirtualClock) -> Iterator[Scheduler]:
-    s = manual_scheduler(clock=clock)
-    yield s
-    s.shutdown(wait=False, cancel_pending=True)
 
 
 def recorder(clock: VirtualClock, outcomes: list[object]) -> tuple[list[float], object]:

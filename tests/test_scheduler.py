@@ -8,7 +8,6 @@ import functools
 import gc
 import logging
 import weakref
-from collections.abc import Iterator
 from unittest import mock
 
 import pytest
@@ -16,18 +15,6 @@ import pytest
 import wheeltask
 from wheeltask import Scheduler, TaskCancelled, TaskState
 from wheeltask.testing import VirtualClock, manual_scheduler
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def sched(clock: VirtualClock) -> Iterator[Scheduler]:
-    s = manual_scheduler(clock=clock)
-    yield s
-    s.shutdown(wait=False, cancel_pending=True)
 
 
 def approx_ms(values: list[float]) -> list[float]:
