@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
-from wheeltask import Retry, Scheduler, TaskHandle, TaskState
+from wheeltask import Retry, Scheduler, TaskHandle, TaskState, current_task
 from wheeltask.testing import VirtualClock
 
 
@@ -90,3 +91,34 @@ def test_hooks_must_be_callable(sched: Scheduler, hook: str) -> None:
     with pytest.raises(TypeError, match=rf"^{hook} must be callable, got 3$"):
         sched.post_task(print, **{hook: 3})
     assert sched.stats() == before
+
+
+def test_current_task_is_the_running_handle(sched: Scheduler, clock: VirtualClock) -> None:
+    assert current_task() is None
+    seen: list[object] = []
+    h = sched.post_task(lambda: seen.append(current_task()), delay=1)
+    sched.post_task(lambda: None, on_success=lambda hh, r: seen.append(current_task() is hh))
+    clock.advance(1)
+    assert seen == [True, h]  # the immediate task ran first, at the start of the advance
+    assert current_task() is None
+
+
+def test_current_task_on_worker_and_caller_threads() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1, queue_size=1, on_full="caller_runs") as s:
+        on_worker = s.post_task(current_task)
+        assert on_worker.result(timeout=5) is on_worker
+        s.post_task(gate.wait, 5)
+        s.post_task(print, "fills the queue")
+        inner: list[object] = []
+
+        def outer() -> object:
+            inner.append(s.post_task(current_task))  # runs here too: caller_runs
+            return current_task()
+
+        h = s.post_task(outer)  # runs on this thread
+        gate.set()
+        assert h.result() is h  # restored after the nested run
+        nested = inner[0]
+        assert isinstance(nested, TaskHandle) and nested.result() is nested
+    assert current_task() is None

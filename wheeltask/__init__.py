@@ -24,6 +24,7 @@ from ._errors import TaskTimeout as TaskTimeout
 from ._errors import WheeltaskError as WheeltaskError
 from ._handle import TaskHandle as TaskHandle
 from ._handle import TaskState as TaskState
+from ._handle import current_task as current_task
 from ._scheduler import Scheduler as Scheduler
 from ._scheduler import Stats as Stats
 
@@ -44,6 +45,7 @@ __all__ = [
     "TaskTimeout",
     "WheeltaskError",
     "configure",
+    "current_task",
     "get_scheduler",
     "post_task",
     "wait_and_exit",

@@ -17,10 +17,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
+from ._pool import current_item
+
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
 
-__all__ = ["TaskHandle", "TaskState"]
+__all__ = ["TaskHandle", "TaskState", "current_task"]
 
 logger = logging.getLogger("wheeltask")
 
@@ -369,6 +371,16 @@ class TaskHandle:
         if nxt is not None:
             parts.append(f"next_run={nxt - self._sched._clock.now():+.3f}s")
         return f"<TaskHandle {' '.join(parts)}>"
+
+
+def current_task() -> TaskHandle | None:
+    """The task whose callback the calling thread is running, or None outside one.
+
+    Inside a callback (or a hook it runs) it gives the callback its own handle: its
+    ``name``, ``id``, ``attempts``... Cheap: one attribute of the current thread.
+    """
+    item = current_item()
+    return item if isinstance(item, TaskHandle) else None
 
 
 def call_hook(hook: Callable[..., object], handle: TaskHandle, *args: object) -> None:

@@ -41,11 +41,22 @@ def _queue_full(size: int) -> QueueFull:
     )
 
 
+# The attribute of a thread that holds the item it is running (see current_item()).
+CURRENT: Final = "wheeltask_item"
+
+
 class WheeltaskThread(threading.Thread):
     """Every thread wheeltask starts is one of these (daemon), so leaks can be found."""
 
+    wheeltask_item: object = None  # the item this thread is running, if any
+
     def __init__(self, target: Callable[[], None], name: str) -> None:
         super().__init__(target=target, name=name, daemon=True)
+
+
+def current_item() -> object:
+    """The work item the calling thread is running, or None."""
+    return getattr(threading.current_thread(), CURRENT, None)
 
 
 class WorkItem(Protocol):
@@ -106,9 +117,12 @@ class _Pool:
         """Run an item counted by :meth:`count_caller_run_locked` on this thread."""
         me = threading.current_thread()
         self._callers[me] = self._callers.get(me, 0) + 1
+        outer = getattr(me, CURRENT, None)  # a task run inside another's (caller_runs)
+        setattr(me, CURRENT, item)
         try:
             item._run(self._finished)
         finally:
+            setattr(me, CURRENT, outer)
             n = self._callers.pop(me)
             if n > 1:
                 self._callers[me] = n - 1
@@ -305,7 +319,7 @@ class WorkerPool(_Pool):
         started = self._started
         finished = self._finished
         timeout = self._idle_timeout
-        me = threading.current_thread()
+        me = cast(WheeltaskThread, threading.current_thread())
         while True:
             try:
                 item = get(True, timeout)
@@ -338,10 +352,12 @@ class WorkerPool(_Pool):
             if self._blocked:
                 with self._lock:
                     self._not_full.notify_all()
+            me.wheeltask_item = work  # for current_task()
             try:
                 work._run(finished)
             except BaseException:  # a done callback's SystemExit must not kill a worker
                 logger.exception("wheeltask: error while reporting %r", work)
+            me.wheeltask_item = None
             busy[slot] = False
             del item, work
 
