@@ -121,22 +121,6 @@ def test_concurrent_posts_with_one_key_make_one_task() -> None:
         gate.set()
 
 
-@pytest.mark.parametrize(
-    ("options", "exc", "message"),
-    [
-        ({"key": ["unhashable"]}, TypeError, r"^key must be hashable, got \['unhashable'\]$"),
-        ({"key": "k", "on_duplicate": "ignore"}, ValueError, r"^on_duplicate must be one of"),
-    ],
-)
-def test_bad_dedup_options(
-    sched: Scheduler, options: dict[str, object], exc: type[Exception], message: str
-) -> None:
-    before = sched.stats()
-    with pytest.raises(exc, match=message):
-        sched.post_task(print, **options)
-    assert sched.stats() == before
-
-
 def test_replace_whose_post_is_refused_leaves_the_old_task(clock: VirtualClock) -> None:
     s = manual_scheduler(clock=clock, queue_size=1, on_full="raise")
     s.post_task(print)  # fills the run queue

@@ -181,29 +181,6 @@ def test_retries_with_real_threads() -> None:
         assert h.attempts == 3 and s.stats().retried == 2
 
 
-@pytest.mark.parametrize(
-    ("options", "exc", "message"),
-    [
-        ({"retries": -1}, ValueError, r"^retries must be >= 0, got -1$"),
-        ({"retries": 1.5}, TypeError, r"^retries must be an int"),
-        ({"retries": True}, TypeError, r"^retries must be an int"),
-        ({"retry_on": "ValueError"}, TypeError, r"^retry_on must be an exception type"),
-        ({"retry_on": (ValueError, 3)}, TypeError, r"^retry_on must be an exception type"),
-        ({"retry_on": int}, TypeError, r"^retry_on must be an exception type"),
-        ({"backoff": -1}, ValueError, r"^backoff must be >= 0 seconds"),
-        ({"backoff": "1s"}, TypeError, r"^backoff must be a number of seconds"),
-        ({"retries": 1, "colour": 1}, TypeError, r"^post_task\(\) got unknown option\(s\): colour"),
-    ],
-)
-def test_bad_retry_options(
-    sched: Scheduler, options: dict[str, object], exc: type[Exception], message: str
-) -> None:
-    before = sched.stats()
-    with pytest.raises(exc, match=message):
-        sched.post_task(print, **options)
-    assert sched.stats() == before
-
-
 def test_no_new_attempt_starts_once_shutdown_began() -> None:
     started = threading.Event()
     gate = threading.Event()

@@ -243,3 +243,31 @@ def test_virtual_clock_arguments() -> None:
     with pytest.raises(TypeError, match=r"^start must be a number of seconds"):
         VirtualClock("0")  # type: ignore[arg-type]
     assert c.now() == 5.0
+
+
+@pytest.mark.parametrize(
+    ("options", "exc", "message"),
+    [
+        ({"retries": -1}, ValueError, r"^retries must be >= 0, got -1$"),
+        ({"retries": 1.5}, TypeError, r"^retries must be an int"),
+        ({"retries": True}, TypeError, r"^retries must be an int"),
+        ({"retry_on": "ValueError"}, TypeError, r"^retry_on must be an exception type"),
+        ({"retry_on": (ValueError, 3)}, TypeError, r"^retry_on must be an exception type"),
+        ({"retry_on": int}, TypeError, r"^retry_on must be an exception type"),
+        ({"backoff": -1}, ValueError, r"^backoff must be >= 0 seconds"),
+        ({"backoff": "1s"}, TypeError, r"^backoff must be a number of seconds"),
+        ({"retries": 1, "colour": 1}, TypeError, r"^post_task\(\) got unknown option\(s\): colour"),
+        ({"key": ["unhashable"]}, TypeError, r"^key must be hashable, got \['unhashable'\]$"),
+        ({"key": "k", "on_duplicate": "ignore"}, ValueError, r"^on_duplicate must be one of"),
+        ({"on_success": 3}, TypeError, r"^on_success must be callable, got 3$"),
+        ({"on_failure": 3}, TypeError, r"^on_failure must be callable, got 3$"),
+        ({"on_retry": 3}, TypeError, r"^on_retry must be callable, got 3$"),
+    ],
+)
+def test_bad_task_options(
+    sched: Scheduler, options: dict[str, object], exc: type[Exception], message: str
+) -> None:
+    before = sched.stats()
+    with pytest.raises(exc, match=message):
+        sched.post_task(print, **options)
+    assert sched.stats() == before

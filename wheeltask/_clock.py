@@ -11,7 +11,26 @@ import time
 import weakref
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "FrozenClock", "MonotonicClock", "VirtualClock", "real_monotonic"]
+__all__ = [
+    "Clock",
+    "FrozenClock",
+    "MonotonicClock",
+    "VirtualClock",
+    "is_number",
+    "real_monotonic",
+]
+
+
+def is_number(value: object) -> bool:
+    """An int or a float, and not a bool (``True`` is no number of seconds)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: object, what: str) -> float:
+    if not is_number(value):
+        raise TypeError(f"{what} must be a number of seconds, got {value!r}")
+    assert isinstance(value, (int, float))
+    return value
 
 
 @runtime_checkable
@@ -88,8 +107,7 @@ class VirtualClock:
     real_time = False
 
     def __init__(self, start: float = 0.0) -> None:
-        if isinstance(start, bool) or not isinstance(start, (int, float)):
-            raise TypeError(f"start must be a number of seconds, got {start!r}")
+        start = _number(start, "start")
         if not math.isfinite(start):
             raise ValueError(f"start must be finite, got {start!r}")
         self._now = round(start * 1_000_000_000)
@@ -107,16 +125,14 @@ class VirtualClock:
 
         ``advance(0)`` runs what is due now, immediate tasks included.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"seconds must be a number, got {seconds!r}")
+        seconds = _number(seconds, "seconds")
         if not (0 <= seconds < float("inf")):
             raise ValueError(f"seconds must be >= 0 and finite, got {seconds!r}")
         self._advance_to_ns(self._now + round(seconds * 1_000_000_000))
 
     def advance_to(self, t: float) -> None:
         """Move time forward to ``t`` seconds (not before now); see :meth:`advance`."""
-        if isinstance(t, bool) or not isinstance(t, (int, float)):
-            raise TypeError(f"t must be a number of seconds, got {t!r}")
+        t = _number(t, "t")
         target = round(t * 1_000_000_000) if math.isfinite(t) else None
         if target is None or target < self._now:
             raise ValueError(f"t must be finite and >= now ({self.now()!r}), got {t!r}")
@@ -132,8 +148,7 @@ class VirtualClock:
         """
         end = None
         if max_time is not None:
-            if isinstance(max_time, bool) or not isinstance(max_time, (int, float)):
-                raise TypeError(f"max_time must be a number of seconds, got {max_time!r}")
+            max_time = _number(max_time, "max_time")
             if not (0 <= max_time < float("inf")):
                 raise ValueError(f"max_time must be >= 0 and finite, got {max_time!r}")
             end = self._now + round(max_time * 1_000_000_000)

@@ -1,14 +1,14 @@
 """Bounded worker pool: threads that grow on demand and shrink when idle.
 
-The pool knows nothing of timers. It runs *work items*: objects with four methods
-(see :class:`WorkItem`), and keeps the counts the scheduler reports. It shares one lock
-with its owner, so that a task's state and the pool's counts change together: the
-``*_locked`` methods must be called with that lock held.
+The pool knows nothing of timers. It runs *work items* (see :class:`WorkItem`: one
+``_run`` method) and keeps the counts the scheduler reports. It shares its owner's lock;
+the ``*_locked`` methods must be called with that lock held.
 
 Hand-off is a ``queue.SimpleQueue`` (a C queue: ~0.1 us per put/get, against ~2.5 us for
-``queue.Queue``). Posting an immediate task does not take the lock at all (:meth:`put`):
-a lock shared by posters and workers forms a convoy under the GIL, which is what makes
-``ThreadPoolExecutor.submit`` cost ~26 us a task. Workers take it once per task.
+``queue.Queue``). Neither posting an immediate task (:meth:`WorkerPool.offer`) nor a
+worker taking and finishing one takes the lock: a lock shared by posters and workers
+forms a convoy under the GIL, which is what makes ``ThreadPoolExecutor.submit`` cost
+~10-26 us a task. A claims dict decides, atomically, who gets a queued item.
 """
 
 from __future__ import annotations

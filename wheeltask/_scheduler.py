@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from ._clock import Clock, MonotonicClock, VirtualClock, real_monotonic
+from ._clock import Clock, MonotonicClock, VirtualClock, is_number, real_monotonic
 from ._errors import DuplicateTask, QueueFull, Retry, SchedulerShutdown, TaskCancelled
 from ._handle import (
     CANCELLED,
@@ -98,10 +98,6 @@ class Stats:
 
 
 # ----------------------------------------------------------------- validation
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def to_ns(value: object, what: str, *, minimum_ns: int = 0) -> int:
     """Seconds (int, float or timedelta) to integer nanoseconds, validated.
 
@@ -111,7 +107,7 @@ def to_ns(value: object, what: str, *, minimum_ns: int = 0) -> int:
     if isinstance(value, datetime.timedelta):
         ns = (value // datetime.timedelta(microseconds=1)) * 1000
         shown = f"{value.total_seconds()!r} seconds ({value!r})"
-    elif _is_number(value):
+    elif is_number(value):
         assert isinstance(value, (int, float))
         if not math.isfinite(value):
             raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
@@ -138,7 +134,7 @@ def to_ns(value: object, what: str, *, minimum_ns: int = 0) -> int:
 def _check_timeout(timeout: object, what: str = "timeout") -> float | None:
     if timeout is None:
         return None
-    if not _is_number(timeout):
+    if not is_number(timeout):
         raise TypeError(f"{what} must be a number of seconds or None, got {timeout!r}")
     assert isinstance(timeout, (int, float))
     if math.isnan(timeout) or timeout < 0:
@@ -171,7 +167,7 @@ def check_scheduler_options(
     if min_workers > max_workers:
         raise ValueError(f"min_workers must be <= max_workers ({max_workers}), got {min_workers!r}")
     _check_int(queue_size, "queue_size", 1)
-    if not _is_number(idle_timeout):
+    if not is_number(idle_timeout):
         raise TypeError(f"idle_timeout must be a number of seconds, got {idle_timeout!r}")
     if not (0 < idle_timeout < _INF):
         raise ValueError(f"idle_timeout must be > 0 and finite, got {idle_timeout!r}")

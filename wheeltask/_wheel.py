@@ -137,11 +137,6 @@ class Wheel:
         self._dead = 0
 
     # ------------------------------------------------------------------ queries
-    @property
-    def current_tick(self) -> int:
-        """The first tick that has not been processed yet."""
-        return self._tick
-
     def __len__(self) -> int:
         return self._count
 
