@@ -262,6 +262,9 @@ def test_virtual_clock_arguments() -> None:
         ({"on_success": 3}, TypeError, r"^on_success must be callable, got 3$"),
         ({"on_failure": 3}, TypeError, r"^on_failure must be callable, got 3$"),
         ({"on_retry": 3}, TypeError, r"^on_retry must be callable, got 3$"),
+        ({"priority": 1.5}, TypeError, r"^priority must be an int, got float 1\.5$"),
+        ({"priority": True}, TypeError, r"^priority must be an int, got bool True$"),
+        ({"priority": "1"}, TypeError, r"^priority must be an int, got str '1'$"),
     ],
 )
 def test_bad_task_options(

@@ -82,6 +82,7 @@ class Extra:
         "on_failure",
         "on_retry",
         "on_success",
+        "priority",
         "retries",
         "retry_entry",
         "retry_on",
@@ -106,6 +107,7 @@ class Extra:
         self.on_success: Callable[[TaskHandle, object], object] | None = None
         self.on_failure: Callable[[TaskHandle, BaseException], object] | None = None
         self.on_retry: Callable[[TaskHandle, BaseException, float], object] | None = None
+        self.priority = 0  # higher runs first among queued tasks
 
 
 @final
@@ -214,6 +216,12 @@ class TaskHandle:
         if extra is not None:
             return extra.attempts
         return 1 if RUNNING <= self._state <= FAILED else 0
+
+    @property
+    def priority(self) -> int:
+        """The ``priority=`` given to ``post_task`` (0 by default; higher runs first)."""
+        extra = self._extra
+        return 0 if extra is None else extra.priority
 
     @property
     def missed(self) -> int:

@@ -9,11 +9,19 @@ Hand-off is a ``queue.SimpleQueue`` (a C queue: ~0.1 us per put/get, against ~2.
 worker taking and finishing one takes the lock: a lock shared by posters and workers
 forms a convoy under the GIL, which is what makes ``ThreadPoolExecutor.submit`` cost
 ~10-26 us a task. A claims dict decides, atomically, who gets a queued item.
+
+Priorities: an item of priority 0 posted while no item waits in the priority heap goes
+straight into the queue (the common case costs one more check). Any other item goes
+into a heap keyed ``(-priority, sequence)``, and a token into the queue; a worker that
+gets a token pops the heap's top. A worker that gets a priority-0 item while an item of
+higher priority waits in the heap moves it into the heap, ahead of the priority-0 items
+posted there (which are newer). ``heapq`` on tuples of ints runs in C without releasing
+the GIL, so heap pushes and pops are atomic, like the queue's.
 """
 
 from __future__ import annotations
 
-import collections
+import heapq
 import itertools
 import logging
 import queue
@@ -30,6 +38,11 @@ OnFull = Literal["block", "raise", "caller_runs"]
 logger = logging.getLogger("wheeltask")
 
 _STOP: Final = object()
+# Put in the queue for each item placed in the priority heap: "take the heap's top".
+_TOKEN: Final = object()
+# Key offset of a priority-0 item moved from the queue into the heap: ahead of every
+# priority-0 item posted into the heap (those are newer), in the order moved.
+_FRONT: Final = -(1 << 62)
 # Positions in a batch of due timers after which threads are started, if needed.
 _SPAWN_CHECKS: Final = frozenset({0, 7, 63, 511})
 
@@ -83,6 +96,7 @@ class _Pool:
     _lock: threading.Lock
     _queue_size: int
     _claims: dict[WorkItem, None]
+    _seq: itertools.count[int]  # heap keys: posting order within a priority
     _started: itertools.count[int]
     _finished: itertools.count[int]
     _callers: dict[threading.Thread, int]  # threads running an item in run_in_caller
@@ -176,6 +190,9 @@ class WorkerPool(_Pool):
         self._on_full: OnFull = on_full
         self._name = name
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._heap: list[tuple[int, int, WorkItem]] = []
+        self._seq = itertools.count()
+        self._front = itertools.count(_FRONT)
         self._claims = {}
         self._started = itertools.count()
         self._finished = itertools.count()
@@ -219,7 +236,7 @@ class WorkerPool(_Pool):
                 raise SchedulerShutdown("scheduler shut down while waiting for queue room")
         return "ok"
 
-    def offer(self, item: WorkItem) -> bool:
+    def offer(self, item: WorkItem, priority: int = 0) -> bool:
         """Queue an item without the lock if there is room; False (and nothing queued)
         if there is none, to be retried with the lock (which applies ``on_full``).
 
@@ -230,7 +247,11 @@ class WorkerPool(_Pool):
         if len(claims) >= self._queue_size:
             return False
         claims[item] = None
-        self._queue.put(item)
+        if priority or self._heap:
+            heapq.heappush(self._heap, (-priority, next(self._seq), item))
+            self._queue.put(_TOKEN)
+        else:
+            self._queue.put(item)
         # Posters racing each other may all have seen room: each checks after queueing
         # and takes its item back if the bound is now exceeded.
         if len(claims) > self._queue_size and self.unqueue(item):
@@ -249,23 +270,34 @@ class WorkerPool(_Pool):
                     # Other threads exist and will run it.
         return True
 
-    def submit_locked(self, item: WorkItem) -> None:
+    def submit_locked(self, item: WorkItem, priority: int = 0) -> None:
         """Queue an item with the lock held; call :meth:`ensure_workers_locked` after."""
         self._claims[item] = None
-        self._queue.put(item)
+        if priority or self._heap:
+            heapq.heappush(self._heap, (-priority, next(self._seq), item))
+            self._queue.put(_TOKEN)
+        else:
+            self._queue.put(item)
 
-    def submit_many_locked(self, items: list[WorkItem]) -> None:
+    def submit_many_locked(self, items: list[WorkItem], priorities: list[int] | None) -> None:
         """Queue due timers (the timer thread never waits), starting threads early in a
         large batch so that its first callbacks need not wait for the whole batch.
+        ``priorities`` gives each item's priority (None: all 0).
 
         Raises RuntimeError if a thread cannot be started; every item is queued.
         """
         claims = self._claims
         put = self._queue.put
+        heap = self._heap
         error: RuntimeError | None = None
         for n, item in enumerate(items):
             claims[item] = None
-            put(item)
+            priority = 0 if priorities is None else priorities[n]
+            if priority or heap:
+                heapq.heappush(heap, (-priority, next(self._seq), item))
+                put(_TOKEN)
+            else:
+                put(item)
             if n in _SPAWN_CHECKS:
                 try:
                     self.ensure_workers_locked()
@@ -314,6 +346,8 @@ class WorkerPool(_Pool):
 
     def _worker(self, slot: int) -> None:
         get = self._queue.get
+        heap = self._heap
+        token = _TOKEN
         claim = self._claims.pop
         busy = self._busy
         started = self._started
@@ -330,6 +364,13 @@ class WorkerPool(_Pool):
                         self._leave_locked(me, slot)
                         return
                     self.workers += 1
+                continue
+            if item is token:
+                try:
+                    item = heapq.heappop(heap)[2]
+                except IndexError:  # pragma: no cover - one token per heap entry
+                    continue
+            elif heap and item is not _STOP and self._behind(item):
                 continue
             if item is _STOP:
                 with self._lock:
@@ -361,6 +402,19 @@ class WorkerPool(_Pool):
             busy[slot] = False
             del item, work
 
+    def _behind(self, item: object) -> bool:
+        """A priority-0 item taken from the queue: if an item of higher priority waits
+        in the heap, move this one into the heap (ahead of the priority-0 items posted
+        there, which are newer) and return True."""
+        try:
+            higher = self._heap[0][0] < 0
+        except IndexError:  # emptied meanwhile
+            return False
+        if higher:
+            heapq.heappush(self._heap, (0, next(self._front), cast("WorkItem", item)))
+            self._queue.put(_TOKEN)
+        return higher
+
     def _leave_locked(self, me: threading.Thread, slot: int) -> None:
         self._threads.discard(me)
         self._free_slots.append(slot)
@@ -388,14 +442,15 @@ class WorkerPool(_Pool):
 
 
 class InlinePool(_Pool):
-    """The pool of a manual scheduler: items wait in a deque and run on the thread
+    """The pool of a manual scheduler: items wait in a heap and run on the thread
     that calls :meth:`run_queued` (``VirtualClock.advance`` or ``run_due``)."""
 
     def __init__(self, lock: threading.Lock, *, queue_size: int, on_full: OnFull) -> None:
         self._lock = lock
         self._queue_size = queue_size
         self._on_full: OnFull = on_full
-        self._items: collections.deque[WorkItem] = collections.deque()
+        self._items: list[tuple[int, int, WorkItem]] = []  # a heap, as WorkerPool's
+        self._seq = itertools.count()
         self._claims = {}
         self._started = itertools.count()
         self._finished = itertools.count()
@@ -416,24 +471,25 @@ class InlinePool(_Pool):
             "cannot block: advance the clock or call run_due() first"
         )
 
-    def offer(self, item: WorkItem) -> bool:
+    def offer(self, item: WorkItem, priority: int = 0) -> bool:
         """Always False: a manual scheduler queues with its lock held."""
         return False
 
-    def submit_locked(self, item: WorkItem) -> None:
+    def submit_locked(self, item: WorkItem, priority: int = 0) -> None:
         self._claims[item] = None
-        self._items.append(item)
+        heapq.heappush(self._items, (-priority, next(self._seq), item))
 
-    def submit_many_locked(self, items: list[WorkItem]) -> None:
-        for item in items:
-            self.submit_locked(item)
+    def submit_many_locked(self, items: list[WorkItem], priorities: list[int] | None) -> None:
+        for n, item in enumerate(items):
+            self.submit_locked(item, 0 if priorities is None else priorities[n])
 
     def run_queued(self) -> int:
-        """Run queued items in order, including ones queued meanwhile; return count."""
+        """Run queued items by priority, then in order, including ones queued
+        meanwhile; return how many ran."""
         n = 0
         items = self._items
         while items:
-            item = items.popleft()
+            item = heapq.heappop(items)[2]
             if self._claims.pop(item, 1) is not None:
                 continue  # cancelled
             self.count_caller_run_locked()

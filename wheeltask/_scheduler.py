@@ -71,7 +71,9 @@ class Stats:
     ``running`` callbacks in progress. ``submitted`` counts accepted posts,
     ``succeeded``/``failed`` completed runs by outcome, ``cancelled`` tasks that ended
     cancelled, ``missed`` interval firings skipped, ``retried`` retries scheduled,
-    ``deduplicated`` posts that found a live task with their key. ``rejected`` counts
+    ``deduplicated`` posts that found a live task with their key, ``timed_out`` runs
+    that exceeded their ``timeout`` (counted in ``failed`` too). ``queued_by_priority``
+    maps each priority with queued tasks to their number, highest first. ``rejected`` counts
     tasks accepted and then refused before running (a post that raced ``shutdown()``);
     a post refused at once (``QueueFull``, ``SchedulerShutdown``, bad input) changes no
     count.
@@ -95,6 +97,8 @@ class Stats:
     lateness_p99: float
     lateness_max: float
     deduplicated: int
+    timed_out: int
+    queued_by_priority: dict[int, int]
 
 
 # ----------------------------------------------------------------- validation
@@ -205,6 +209,7 @@ _TASK_OPTIONS: Final = frozenset(
         "on_success",
         "on_failure",
         "on_retry",
+        "priority",
     }
 )
 _ON_DUPLICATE: Final = ("return", "raise", "replace")
@@ -260,6 +265,10 @@ def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extr
         extra.on_success = options.get("on_success")
         extra.on_failure = options.get("on_failure")
         extra.on_retry = options.get("on_retry")
+        priority = options.get("priority", 0)
+        if type(priority) is not int:
+            raise TypeError(f"priority must be an int, got {type(priority).__name__} {priority!r}")
+        extra.priority = priority
     return extra
 
 
@@ -342,6 +351,7 @@ class Scheduler:
         # Serialises keyed posts; re-entrant: a caller_runs task may post a keyed task.
         self._keys_lock = threading.RLock()
         self._deduplicated = 0
+        self._timed_out = 0
         self._rng = random.Random()  # jitter of the default backoff
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
@@ -462,7 +472,7 @@ class Scheduler:
             # atomic under the GIL.
             h._id = next(self._ids)
             try:
-                offered = self._offer(h)
+                offered = self._offer(h) if extra is None else self._offer(h, extra.priority)
             except RuntimeError:  # no thread to run it, and none could start
                 with self._lock:
                     self._refuse_locked()
@@ -588,7 +598,7 @@ class Scheduler:
             if caller:
                 pool.count_caller_run_locked()
             else:
-                pool.submit_locked(h)
+                pool.submit_locked(h, 0 if h._extra is None else h._extra.priority)
                 try:
                     pool.ensure_workers_locked()
                 except RuntimeError:
@@ -667,9 +677,16 @@ class Scheduler:
         self._late.extend([now - h._deadline for h in due[-_LATENESS_SAMPLES:]])
         pool = self._pool
         batch = []
+        prioritised = False
         for h in due:
             extra = h._extra
-            if extra is None or extra.interval is None:
+            if extra is None:
+                h._state = QUEUED
+                batch.append(h)
+                continue
+            if extra.priority:
+                prioritised = True
+            if extra.interval is None:
                 h._state = QUEUED
                 batch.append(h)
                 continue
@@ -699,8 +716,12 @@ class Scheduler:
                 self._missed += k - 1
             h._deadline = g + k * iv
             self._wheel.add(h)
+        # Due timers reach the queue in deadline order; there, priority orders them.
+        priorities = None
+        if prioritised:
+            priorities = [0 if h._extra is None else h._extra.priority for h in batch]
         try:
-            pool.submit_many_locked(batch)
+            pool.submit_many_locked(batch, priorities)
         except RuntimeError:
             # Every due task is queued already; the threads there are (or the next
             # one started) will run them.
@@ -1204,6 +1225,13 @@ class Scheduler:
             )
             late_max = self._late_max
             dedup = self._deduplicated
+            timed_out = self._timed_out
+            queued = tuple(pool._claims)
+        by_priority: dict[int, int] = {}
+        for item in queued:
+            if type(item) is TaskHandle:
+                p = item.priority
+                by_priority[p] = by_priority.get(p, 0) + 1
         samples.sort()
         p50 = samples[(len(samples) - 1) // 2] / _NS if samples else 0.0
         p99 = samples[min(len(samples) - 1, (len(samples) * 99) // 100)] / _NS if samples else 0.0
@@ -1213,6 +1241,8 @@ class Scheduler:
             lateness_p99=p99,
             lateness_max=late_max / _NS,
             deduplicated=dedup,
+            timed_out=timed_out,
+            queued_by_priority=dict(sorted(by_priority.items(), reverse=True)),
         )
 
     @property
