@@ -22,6 +22,7 @@ from ._errors import SchedulerShutdown as SchedulerShutdown
 from ._errors import TaskCancelled as TaskCancelled
 from ._errors import TaskTimeout as TaskTimeout
 from ._errors import WheeltaskError as WheeltaskError
+from ._events import Event as Event
 from ._handle import TaskHandle as TaskHandle
 from ._handle import TaskState as TaskState
 from ._handle import current_task as current_task
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Clock",
     "DuplicateTask",
+    "Event",
     "MonotonicClock",
     "QueueFull",
     "Retry",

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
+from ._errors import TaskTimeout
 from ._pool import current_item
 
 if TYPE_CHECKING:
@@ -86,8 +87,12 @@ class Extra:
         "retries",
         "retry_entry",
         "retry_on",
+        "run_deadline",
         "runs",
         "stop",
+        "timed_out",
+        "timeout",
+        "timeout_entry",
     )
 
     def __init__(self, name: str | None = None, interval: int | None = None) -> None:
@@ -108,6 +113,10 @@ class Extra:
         self.on_failure: Callable[[TaskHandle, BaseException], object] | None = None
         self.on_retry: Callable[[TaskHandle, BaseException, float], object] | None = None
         self.priority = 0  # higher runs first among queued tasks
+        self.timeout: int | None = None  # ns a run may take (per attempt); None: no limit
+        self.run_deadline: int | None = None  # clock ns the current attempt must end by
+        self.timeout_entry: TimeoutEntry | None = None  # on the wheel while it runs
+        self.timed_out = False  # the latest attempt exceeded its timeout
 
 
 @final
@@ -123,6 +132,20 @@ class RetryEntry:
         self._id = handle._id
         self._wslot: list[Any] | None = None
         self._extra = handle._extra  # so that firing sees an interval task's entry
+
+
+@final
+class TimeoutEntry:
+    """The wheel entry that fails a run which exceeds its ``timeout``."""
+
+    __slots__ = ("_deadline", "_extra", "_id", "_wslot", "handle")
+
+    def __init__(self, handle: TaskHandle, deadline: int) -> None:
+        self.handle = handle
+        self._deadline = deadline
+        self._id = handle._id
+        self._wslot: list[Any] | None = None
+        self._extra = handle._extra
 
 
 def callable_name(cb: object) -> str:
@@ -237,6 +260,42 @@ class TaskHandle:
             return None
         return self._deadline / 1e9
 
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a run may take (``timeout=``), or None for no limit."""
+        extra = self._extra
+        if extra is None or extra.timeout is None:
+            return None
+        return extra.timeout / 1e9
+
+    @property
+    def deadline(self) -> float | None:
+        """Clock time (seconds) by which the current (or latest) attempt had to end,
+        under ``timeout=``; None without a timeout or before the first attempt."""
+        extra = self._extra
+        if extra is None or extra.run_deadline is None:
+            return None
+        return extra.run_deadline / 1e9
+
+    def timed_out(self) -> bool:
+        """True if the current (or latest) attempt has exceeded its ``timeout``.
+
+        A callback cannot be stopped from outside; a long one should look at this (or
+        call :meth:`check`) now and then, through ``wheeltask.current_task()``.
+        """
+        extra = self._extra
+        if extra is None or extra.run_deadline is None:
+            return False
+        if extra.timed_out:
+            return True
+        return self._state == RUNNING and self._sched._now_ns() >= extra.run_deadline
+
+    def check(self) -> None:
+        """Raise ``TaskTimeout`` if the current attempt has exceeded its ``timeout``."""
+        if self.timed_out():
+            assert self._extra is not None and self._extra.timeout is not None
+            raise TaskTimeout(timeout_message(self, self._extra.timeout))
+
     def cancelled(self) -> bool:
         """True if the task ended cancelled (by ``cancel()`` or a shutdown)."""
         return self._state == CANCELLED
@@ -321,45 +380,26 @@ class TaskHandle:
 
     # ------------------------------------------------------------- pool side
     # Called by the pool's thread that claimed the handle (nobody else can change a
-    # claimed one-shot task's state), so the one-shot path takes no lock.
+    # claimed one-shot task's state), so a plain task's run takes no lock. A task with
+    # options, or any task while event listeners are subscribed, takes the full path.
     def _run(self, finished: itertools.count[int]) -> None:
-        self._state = RUNNING
         sched = self._sched
-        extra = self._extra
+        if self._extra is not None or sched._observed:
+            sched._run_task(self, finished)
+            return
+        self._state = RUNNING
         cb: Callable[..., object] = self._cb  # type: ignore[assignment]  # claimed: callable
-        if extra is None or extra.interval is None:
-            if extra is not None:
-                extra.attempts += 1
-            try:
-                self._args = cb(*self._args)  # on an exception the arguments stay
-            except BaseException as exc:  # noqa: BLE001 - stored on the handle, reported once
-                if extra is None or not extra.retries or not sched._retry(self, exc):
-                    self._args = Failure(exc)
-                    self._state = FAILED
-                    next(sched._n_failed)
-                    report_failure(self, exc)
-                del exc
-            else:
-                self._state = SUCCEEDED
-                next(sched._n_succeeded)
-                if extra is not None and extra.on_success is not None:
-                    call_hook(extra.on_success, self, self._args)
-            if extra is not None and extra.key is not None and self._state >= SUCCEEDED:
-                sched._release_key(self)
+        try:
+            self._args = cb(*self._args)  # on an exception the arguments stay
+        except BaseException as exc:
+            self._args = Failure(exc)
+            self._state = FAILED
+            next(sched._n_failed)
+            logger.error("task %r raised", self, exc_info=exc)
+            del exc
         else:
-            extra.attempts += 1
-            try:
-                extra.last = cb(*self._args)
-            except BaseException as exc:  # noqa: BLE001 - kept as the run's outcome, reported
-                if not extra.retries or not sched._retry(self, exc):
-                    extra.last = Failure(exc)
-                    sched._finish_interval(self)
-                    report_failure(self, exc)
-                del exc
-            else:
-                sched._finish_interval(self)
-                if extra.on_success is not None:
-                    call_hook(extra.on_success, self, extra.last)
+            self._state = SUCCEEDED
+            next(sched._n_succeeded)
         next(finished)
         # Read after the pool counted the run finished: a shutdown() or a waiter that
         # registered before these reads is seen; one that registers after them sees
@@ -404,8 +444,14 @@ def report_failure(handle: TaskHandle, exc: BaseException) -> None:
     extra = handle._extra
     if extra is not None and extra.on_failure is not None:
         call_hook(extra.on_failure, handle, exc)
+    elif type(exc) is TaskTimeout and extra is not None and extra.timed_out:
+        logger.error("task %r timed out: %s", handle, exc)
     else:
         logger.error("task %r raised", handle, exc_info=exc)
+
+
+def timeout_message(handle: TaskHandle, timeout_ns: int) -> str:
+    return f"{handle.name!r} exceeded its timeout of {timeout_ns / 1e9:g} seconds"
 
 
 def notify(handle: TaskHandle, token: list[Any]) -> None:

@@ -422,6 +422,11 @@ class WorkerPool(_Pool):
     def in_task(self, thread: threading.Thread) -> bool:
         return thread in self._threads or thread in self._callers
 
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop_locked` was called: items queued now never run."""
+        return self._closed
+
     def threads(self) -> list[threading.Thread]:
         """Every thread started and still alive, those on their way out included."""
         return [t for t in self._started_threads if t.is_alive()]
@@ -499,6 +504,11 @@ class InlinePool(_Pool):
 
     def ensure_workers_locked(self) -> None:
         """Nothing to start: items run when the test says so."""
+
+    @property
+    def stopped(self) -> bool:
+        """Never: items run whenever the test says so."""
+        return False
 
     def threads(self) -> list[threading.Thread]:
         return []

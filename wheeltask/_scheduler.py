@@ -14,13 +14,22 @@ import random
 import threading
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, final
 
 from ._clock import Clock, MonotonicClock, VirtualClock, is_number, real_monotonic
-from ._errors import DuplicateTask, QueueFull, Retry, SchedulerShutdown, TaskCancelled
+from ._errors import (
+    DuplicateTask,
+    QueueFull,
+    Retry,
+    SchedulerShutdown,
+    TaskCancelled,
+    TaskTimeout,
+)
+from ._events import RUN_EVENTS, Event, Listeners, check_events
 from ._handle import (
     CANCELLED,
+    FAILED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -29,9 +38,12 @@ from ._handle import (
     Failure,
     RetryEntry,
     TaskHandle,
+    TimeoutEntry,
     call_hook,
     callable_name,
     notify,
+    report_failure,
+    timeout_message,
 )
 from ._pool import InlinePool, OnFull, WheeltaskThread, WorkerPool, count_value
 from ._wheel import TICK_NS, Wheel
@@ -57,6 +69,13 @@ _ON_FULL: Final = ("block", "raise", "caller_runs")
 _BACKOFF_BASE: Final = 0.1
 _BACKOFF_CAP: Final = 30.0
 _INF: Final = math.inf
+# The priority of the internal items that run hooks and listeners for the timer thread.
+_LATER_PRIORITY: Final = 1 << 62
+# What a cancellation with no waiters hands back (not None: "cancelled just now").
+_NO_WAITERS: Final[list[Any]] = []
+
+# A call left for a worker to make: (function, arguments).
+_Call = tuple[Callable[..., object], tuple[Any, ...]]
 
 # Every live scheduler, for the interpreter-exit warning and fork handling.
 _live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
@@ -210,6 +229,7 @@ _TASK_OPTIONS: Final = frozenset(
         "on_failure",
         "on_retry",
         "priority",
+        "timeout",
     }
 )
 _ON_DUPLICATE: Final = ("return", "raise", "replace")
@@ -269,6 +289,14 @@ def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extr
         if type(priority) is not int:
             raise TypeError(f"priority must be an int, got {type(priority).__name__} {priority!r}")
         extra.priority = priority
+        timeout = options.get("timeout")
+        if timeout is not None:
+            if is_number(timeout) and timeout <= 0:
+                raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+            timeout_ns = to_ns(timeout, "timeout")
+            if timeout_ns <= 0:
+                raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+            extra.timeout = timeout_ns
     return extra
 
 
@@ -356,6 +384,13 @@ class Scheduler:
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
         self._closers: dict[threading.Thread, int] = {}  # tasks inside shutdown()
+        self._listeners = Listeners()
+        self._ev = self._listeners.by_kind  # kind -> listeners (read on each emit point)
+        self._ev_posted: tuple[Callable[[Event], object], ...] = ()
+        # Some listener wants run events: every run takes Scheduler._run_task.
+        self._observed = False
+        self._armed_timeouts = 0  # TimeoutEntry objects on the wheel
+        self._orphans: list[_Later] = []  # see _run_orphans_unlocked
         _live.add(self)
         attach = getattr(self._clock, "_attach", None)
         if attach is not None:
@@ -463,55 +498,80 @@ class Scheduler:
         h._waiters = None
         h._extra = extra
         h._sched = self
-        if immediate:  # the hot path, written out: no call but the pool's offer()
-            h._deadline = 0
-            h._state = QUEUED
-            if self._closing:
-                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-            # Lock-free: the id counter, the claims dict and the SimpleQueue are each
-            # atomic under the GIL.
-            h._id = next(self._ids)
-            try:
-                offered = self._offer(h) if extra is None else self._offer(h, extra.priority)
-            except RuntimeError:  # no thread to run it, and none could start
-                with self._lock:
-                    self._refuse_locked()
-                raise
-            if not offered:
-                # No room (or posters racing each other overfilled the queue, or a
-                # manual scheduler): the locked path applies on_full.
-                return self._post_now_locked(h)
-            if self._closing:
-                self._take_back_if_refused(h)
-            return h
-        h._deadline = deadline
-        lock = self._lock
-        lock.acquire()  # explicit acquire/release: half the cost of `with` on this path
+        # Lock-free: the id counter is atomic under the GIL.
+        h._id = next(self._ids)
         try:
-            if self._closing:
-                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
-            wheel = self._wheel
-            if self._max_pending is not None and len(wheel) >= self._max_pending:
-                raise QueueFull(
-                    f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
-                    "retry later or raise max_pending"
-                )
-            h._id = next(self._ids)
-            h._state = WAITING
-            wheel.add(h)
-            if periodic:
-                self._intervals.add(h)
-            if -(-deadline // TICK_NS) < self._wake_tick:
+            if immediate:  # the hot path, written out: no call but the pool's offer()
+                h._deadline = 0
+                h._state = QUEUED
+                if self._ev_posted:
+                    self._emit("posted", h)
+                if self._closing:
+                    with self._lock:
+                        self._refuse_locked()
+                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+                # Lock-free too: the claims dict and the SimpleQueue are each atomic.
                 try:
-                    self._wake_timer_locked()
-                except BaseException:  # the timer thread could not start: undo the post
-                    wheel.remove(h)
-                    self._intervals.discard(h)
-                    self._id_gaps += 1
+                    if extra is None:
+                        offered = self._offer(h)
+                    else:
+                        offered = self._offer(h, extra.priority)
+                except RuntimeError:  # no thread to run it, and none could start
+                    with self._lock:
+                        self._refuse_locked()
                     raise
-        finally:
-            lock.release()
-        return h
+                if not offered:
+                    # No room (or posters racing each other overfilled the queue, or a
+                    # manual scheduler): the locked path applies on_full.
+                    return self._post_now_locked(h)
+                if self._closing:
+                    self._take_back_if_refused(h)
+                return h
+            h._deadline = deadline
+            h._state = WAITING
+            if self._ev_posted:
+                self._emit("posted", h)
+            lock = self._lock
+            lock.acquire()  # explicit acquire/release: half the cost of `with` here
+            try:
+                if self._closing:
+                    self._id_gaps += 1
+                    raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+                wheel = self._wheel
+                if self._max_pending is not None and len(wheel) >= self._max_pending:
+                    self._id_gaps += 1
+                    raise QueueFull(
+                        f"{len(wheel)} timers pending, max_pending={self._max_pending}: "
+                        "retry later or raise max_pending"
+                    )
+                wheel.add(h)
+                if periodic:
+                    self._intervals.add(h)
+                if -(-deadline // TICK_NS) < self._wake_tick:
+                    try:
+                        self._wake_timer_locked()
+                    except BaseException:  # the timer thread could not start: undo the post
+                        wheel.remove(h)
+                        self._intervals.discard(h)
+                        self._id_gaps += 1
+                        raise
+            finally:
+                lock.release()
+            return h
+        except (SchedulerShutdown, QueueFull, RuntimeError) as exc:
+            if self._ev.get("rejected"):
+                self._rejected(h, exc)
+            raise
+
+    def _rejected(self, h: TaskHandle, exc: BaseException) -> None:
+        """A post was refused (the poster gets ``exc``): its handle says so, and the
+        "rejected" listeners hear of it."""
+        with self._lock:
+            if h._state < SUCCEEDED:
+                h._state = CANCELLED
+                _release_callback(h)
+                h._args = f"rejected: {exc}"
+        self._emit("rejected", h, exception=exc, reason=str(exc))
 
     # ------------------------------------------------------------ dedup keys
     def _post_keyed(
@@ -650,7 +710,11 @@ class Scheduler:
                     due = wheel.advance(now // TICK_NS)
                     if due:
                         self._fire_locked(due, now)
-                    if self._closing and not len(wheel):
+                        if self._orphans:
+                            self._run_orphans_unlocked()
+                    # Leave once nothing is left that could need a timer: a task still
+                    # queued or running may yet arm a timeout.
+                    if self._closing and self._is_idle_locked(len(self._closers)):
                         break
                     nd = wheel.next_deadline()
                     if nd is None:
@@ -676,13 +740,19 @@ class Scheduler:
             self._late_max = late_max
         self._late.extend([now - h._deadline for h in due[-_LATENESS_SAMPLES:]])
         pool = self._pool
-        batch = []
+        batch: list[Any] = []
         prioritised = False
+        later: list[_Call] = []  # user code: a worker runs it
         for h in due:
             extra = h._extra
             if extra is None:
                 h._state = QUEUED
                 batch.append(h)
+                continue
+            if type(h) is TimeoutEntry:
+                self._armed_timeouts -= 1
+                if extra.timeout_entry is h:  # its run is still under way: it fails now
+                    later.append(self._fire_timeout_locked(h.handle, extra))
                 continue
             if extra.priority:
                 prioritised = True
@@ -700,9 +770,11 @@ class Scheduler:
                 h._state = QUEUED
                 extra.attempts = 0  # a new run: its own attempts
                 batch.append(h)
+                overlap = 0
             else:  # the previous run is still queued or running: never overlap
                 extra.missed += 1
                 self._missed += 1
+                overlap = 1
             # The next grid point, unless the timer has stalled past it: a point whose
             # tick is before the current one can no longer run within a tick of its
             # deadline. This firing was the one catch-up run; such points are missed.
@@ -714,18 +786,58 @@ class Scheduler:
                 k = behind // iv + 1
                 extra.missed += k - 1
                 self._missed += k - 1
+            if (overlap or k > 1) and self._ev.get("missed"):
+                later.append((self._emit_missed, (h, overlap, k - 1)))
             h._deadline = g + k * iv
             self._wheel.add(h)
         # Due timers reach the queue in deadline order; there, priority orders them.
         priorities = None
-        if prioritised:
+        if prioritised or later:
             priorities = [0 if h._extra is None else h._extra.priority for h in batch]
+            if later:  # hooks and listeners never run on the timer thread ...
+                if pool.stopped:  # ... unless no worker is left to run them
+                    self._orphans.append(_Later(self, later))
+                else:
+                    batch.append(_Later(self, later))
+                    priorities.append(_LATER_PRIORITY)
         try:
             pool.submit_many_locked(batch, priorities)
         except RuntimeError:
             # Every due task is queued already; the threads there are (or the next
             # one started) will run them.
             logger.exception("wheeltask: could not start a worker thread")
+
+    def _run_orphans_unlocked(self) -> None:
+        """The timer thread, lock held: hooks found after the pool stopped (a shutdown
+        that gave up on a task that later timed out) run here, without the lock."""
+        orphans, self._orphans = self._orphans, []
+        self._lock.release()
+        try:
+            for item in orphans:
+                item.run_calls()
+        finally:
+            self._lock.acquire()
+
+    def _fire_timeout_locked(self, h: TaskHandle, extra: Extra) -> _Call:
+        """The timer reached a running attempt's deadline: the run fails now and its
+        waits wake now; done callbacks, on_failure and listeners are left to a worker."""
+        exc, token = self._time_out_locked(h, extra)
+        for w in token:
+            if type(w) is _LockType:
+                w.release()  # never blocks
+        rest = [w for w in token if type(w) is not _LockType]
+        return self._after_timeout, (h, exc, rest)
+
+    def _after_timeout(self, h: TaskHandle, exc: TaskTimeout, callbacks: list[Any]) -> None:
+        if callbacks:
+            notify(h, callbacks)
+        self._timed_out_reports(h, exc)
+
+    def _emit_missed(self, h: TaskHandle, overlap: int, coalesced: int) -> None:
+        if overlap:
+            self._emit("missed", h, reason="the previous run was still going")
+        if coalesced:
+            self._emit("missed", h, reason="the timer fell behind", count=coalesced)
 
     # ------------------------------------------------------------ completion
     def _retry(self, h: TaskHandle, exc: BaseException) -> bool:
@@ -767,6 +879,8 @@ class Scheduler:
                 self._wake_timer_locked()
         if extra.on_retry is not None:
             call_hook(extra.on_retry, h, exc, delay_ns / _NS)
+        if self._observed:
+            self._emit("retried", h, exception=exc, delay=delay_ns / _NS)
         return True
 
     def _backoff_ns(self, extra: Extra, delay: object) -> int:
@@ -781,24 +895,169 @@ class Scheduler:
             delay = backoff(n) if callable(backoff) else backoff
         return to_ns(delay, "retry delay")
 
-    def _finish_interval(self, h: TaskHandle) -> None:
-        """A run of an interval task ended (lock not held)."""
+    # ---------------------------------------------------------------- runs
+    def _run_task(self, h: TaskHandle, finished: itertools.count[int]) -> None:
+        """A run of a task with options, or of any task while run events are listened
+        to (see ``TaskHandle._run``; no lock held, the handle claimed)."""
+        extra = h._extra
+        cb: Callable[..., object] = h._cb  # type: ignore[assignment]  # claimed: callable
+        timeout = None if extra is None else extra.timeout
+        if timeout is not None:
+            assert extra is not None
+            self._start_timed_attempt(h, extra, timeout)
+        else:
+            h._state = RUNNING
+            if extra is not None:
+                extra.attempts += 1
+        if self._observed:
+            self._emit("started", h)
+        value: object = None
+        error: BaseException | None = None
+        try:
+            value = cb(*h._args)  # on an exception a one-shot's arguments stay
+        except BaseException as exc:  # noqa: BLE001 - the run's outcome, reported below
+            error = exc
+            del exc
+        if timeout is not None and self._end_timed_attempt(h):
+            pass  # timed out: whatever the callback produced is discarded
+        elif error is None:
+            self._succeeded(h, value)
+        elif extra is None or not extra.retries or not self._retry(h, error):
+            self._failed(h, error)
+        del value, error
+        next(finished)
+        # As in TaskHandle._run: read after the pool counted the run finished.
+        if h._waiters is not None or (self._closing and self._maybe_idle()):
+            self._report_progress(h)
+
+    def _succeeded(self, h: TaskHandle, value: object) -> None:
+        extra = h._extra
+        if extra is None or extra.interval is None:
+            h._args = value
+            h._state = SUCCEEDED
+            next(self._n_succeeded)
+            if extra is not None and extra.key is not None:
+                self._release_key(h)
+        else:
+            extra.last = value
+            self._finish_interval(h)
+        if extra is not None and extra.on_success is not None:
+            call_hook(extra.on_success, h, value)
+        if self._observed:
+            self._emit("succeeded", h, result=value)
+
+    def _failed(self, h: TaskHandle, exc: BaseException) -> None:
+        extra = h._extra
+        if extra is None or extra.interval is None:
+            h._args = Failure(exc)
+            h._state = FAILED
+            next(self._n_failed)
+            if extra is not None and extra.key is not None:
+                self._release_key(h)
+        else:
+            extra.last = Failure(exc)
+            self._finish_interval(h)
+        report_failure(h, exc)
+        if self._observed:
+            self._emit("failed", h, exception=exc)
+
+    def _finish_interval(self, h: TaskHandle, *, counted: bool = False) -> None:
+        """A run of an interval task ended (lock not held); ``counted``: the timer
+        counted it already (it timed out)."""
         extra = h._extra
         assert extra is not None
         with self._lock:
-            extra.runs += 1
-            if type(extra.last) is Failure:
-                next(self._n_failed)
-            else:
-                next(self._n_succeeded)
-            if extra.stop is not None:
-                _release_callback(h)
-                self._intervals.discard(h)
-                h._state = CANCELLED
-                self._cancelled += 1
-                self._release_key_locked(h)
-            else:
+            if not counted:
+                extra.runs += 1
+                if type(extra.last) is Failure:
+                    next(self._n_failed)
+                else:
+                    next(self._n_succeeded)
+            if extra.stop is None:
                 h._state = WAITING
+                return
+            _release_callback(h)
+            self._intervals.discard(h)
+            h._state = CANCELLED
+            self._cancelled += 1
+            self._release_key_locked(h)
+        if self._ev.get("cancelled"):
+            self._emit("cancelled", h, reason=extra.stop)
+
+    # ----------------------------------------------------------------- timeouts
+    def _start_timed_attempt(self, h: TaskHandle, extra: Extra, timeout: int) -> None:
+        with self._lock:
+            deadline = self._now_ns() + timeout
+            h._state = RUNNING
+            extra.attempts += 1
+            extra.timed_out = False
+            extra.run_deadline = deadline
+            entry = extra.timeout_entry = TimeoutEntry(h, deadline)
+            self._wheel.add(entry)
+            self._armed_timeouts += 1
+            if -(-deadline // TICK_NS) < self._wake_tick:
+                self._wake_timer_locked()
+
+    def _end_timed_attempt(self, h: TaskHandle) -> bool:
+        """A timed attempt's callback returned: True if the run timed out (now or at
+        its deadline), and then its outcome is discarded."""
+        extra = h._extra
+        assert extra is not None and extra.run_deadline is not None
+        timed_out: tuple[TaskTimeout, list[Any]] | None = None
+        with self._lock:
+            if not extra.timed_out:  # else the timer failed it at the deadline already
+                entry = extra.timeout_entry
+                if entry is not None:
+                    extra.timeout_entry = None
+                    if entry._wslot is not None:
+                        self._wheel.remove(entry)
+                        self._armed_timeouts -= 1
+                if self._now_ns() < extra.run_deadline:
+                    return False
+                # Returned at or after its deadline, before the timer got to it (a
+                # manual scheduler's timer never runs during a callback).
+                timed_out = self._time_out_locked(h, extra)
+        if timed_out is not None:
+            exc, token = timed_out
+            if token:
+                notify(h, token)
+            self._timed_out_reports(h, exc)
+        if extra.interval is not None:
+            self._finish_interval(h, counted=True)
+        return True
+
+    def _time_out_locked(self, h: TaskHandle, extra: Extra) -> tuple[TaskTimeout, list[Any]]:
+        """The running attempt of ``h`` exceeded its timeout: fail the run now. Returns
+        the exception and the waiters to notify: every waiter of a one-shot task, the
+        waits (not the done callbacks) of an interval task, which stays RUNNING until
+        its callback returns so that its runs never overlap."""
+        assert extra.timeout is not None
+        extra.timed_out = True
+        extra.timeout_entry = None
+        exc = TaskTimeout(timeout_message(h, extra.timeout))
+        self._timed_out += 1
+        next(self._n_failed)
+        ws = h._waiters
+        if extra.interval is None:
+            h._args = Failure(exc)
+            h._state = FAILED
+            self._release_key_locked(h)
+            h._waiters = None
+            return exc, ws or _NO_WAITERS
+        extra.last = Failure(exc)
+        extra.runs += 1
+        if ws is None:
+            return exc, _NO_WAITERS
+        h._waiters = [w for w in ws if type(w) is not _LockType] or None
+        return exc, [w for w in ws if type(w) is _LockType]
+
+    def _timed_out_reports(self, h: TaskHandle, exc: TaskTimeout) -> None:
+        """What a timed-out run reports (lock not held): on_failure or the log, then
+        the "timed_out" and "failed" events."""
+        report_failure(h, exc)
+        if self._observed:
+            self._emit("timed_out", h, exception=exc)
+            self._emit("failed", h, exception=exc)
 
     def _report_progress(self, h: TaskHandle) -> None:
         """After a run: wake the handle's waiters, and shutdown() if it waits."""
@@ -824,8 +1083,10 @@ class Scheduler:
             ok, token = self._cancel_locked(h, reason)
         finally:
             lock.release()
-        if token is not None:
+        if token is not None:  # cancelled just now
             notify(h, token)
+            if self._ev.get("cancelled"):
+                self._emit("cancelled", h, reason=reason)
         return ok
 
     def _cancel_locked(self, h: TaskHandle, reason: str) -> tuple[bool, list[Any] | None]:
@@ -873,14 +1134,14 @@ class Scheduler:
             self._closed_progress_locked()
         ws = h._waiters
         h._waiters = None
-        return ws
+        return _NO_WAITERS if ws is None else ws
 
     def _closed_progress_locked(self) -> None:
         # After shutdown(): wake its waiters once all is done, and let the threads go
         # (shutdown(wait=False) returns before that).
-        if not len(self._wheel) and self._timer is not None:
-            self._cond.notify()  # nothing left to fire: the timer thread can leave now
         if self._is_idle_locked(len(self._closers)):
+            if self._timer is not None:
+                self._cond.notify()  # nothing left that needs a timer: it can leave now
             self._idle_cond.notify_all()
             if not self._closers:
                 self._pool.stop_locked()
@@ -890,12 +1151,14 @@ class Scheduler:
         pool = self._pool
         return not pool.queued and not len(self._wheel) and pool.running <= len(self._closers)
 
-    def _cancelled_error(self, h: TaskHandle) -> TaskCancelled:
+    @staticmethod
+    def _cancel_reason(h: TaskHandle) -> str:
         extra = h._extra
         reason = extra.stop if extra is not None and extra.interval is not None else h._args
-        if not isinstance(reason, str):
-            reason = "cancelled"
-        return TaskCancelled(f"{h.name!r} {reason}")
+        return reason if isinstance(reason, str) else "cancelled"
+
+    def _cancelled_error(self, h: TaskHandle) -> TaskCancelled:
+        return TaskCancelled(f"{h.name!r} {self._cancel_reason(h)}")
 
     # ------------------------------------------------------------------- waits
     def _progress_locked(self, h: TaskHandle, n: int) -> bool | None:
@@ -1078,7 +1341,7 @@ class Scheduler:
         end = None if timeout is None else real_monotonic() + timeout
         me = threading.current_thread()
         in_task = self._pool.in_task(me)
-        tokens: list[tuple[TaskHandle, list[Any] | None]] = []
+        tokens: list[tuple[Any, list[Any] | None]] = []
         with self._lock:
             self._closing = True
             self._pool.release_blocked_locked()
@@ -1144,9 +1407,15 @@ class Scheduler:
         pool = self._pool
         return not len(self._wheel) and not pool.queued and pool.running <= own
 
-    def _cancel_all_locked(self, reason: str) -> list[tuple[TaskHandle, list[Any] | None]]:
-        tokens: list[tuple[TaskHandle, list[Any] | None]] = []
+    def _cancel_all_locked(self, reason: str) -> list[tuple[Any, list[Any] | None]]:
+        """Cancel every task that has not started (lock held). Returns what to do once
+        the lock is released (see :meth:`_notify_all`)."""
+        tokens: list[tuple[Any, list[Any] | None]] = []
+        timeouts = []
         for h in self._wheel.drain():
+            if type(h) is TimeoutEntry:  # its run goes on, and can still time out
+                timeouts.append(h)
+                continue
             if type(h) is RetryEntry:
                 handle = h.handle
                 assert handle._extra is not None
@@ -1157,17 +1426,28 @@ class Scheduler:
             assert isinstance(h, TaskHandle)
             tokens.append((h, self._cancel_locked(h, reason)[1]))
         for item in self._pool.drain_locked():  # each one taken back from the queue
+            if type(item) is _Later:  # hooks of timed-out runs: run by the caller
+                tokens.append((item, None))
+                continue
             assert isinstance(item, TaskHandle)
             tokens.append((item, self._finish_cancelled_locked(item, reason)))
         for h in list(self._intervals):
             tokens.append((h, self._cancel_locked(h, reason)[1]))
+        for entry in timeouts:
+            self._wheel.add(entry)
         return tokens
 
-    @staticmethod
-    def _notify_all(tokens: list[tuple[TaskHandle, list[Any] | None]]) -> None:
+    def _notify_all(self, tokens: list[tuple[Any, list[Any] | None]]) -> None:
+        """After cancelling with the lock held: wake the waiters of every task that
+        was cancelled, tell the listeners, and run hooks left to a worker."""
+        listen = self._ev.get("cancelled")
         for h, token in tokens:
-            if token is not None:
+            if type(h) is _Later:
+                h.run_calls()
+            elif token is not None:
                 notify(h, token)
+                if listen:
+                    self._emit("cancelled", h, reason=self._cancel_reason(h))
 
     def _shutdown_manual(self, wait: bool, timeout: float | None) -> bool:
         # Waiting on a manual scheduler means moving its virtual time (by at most
@@ -1210,7 +1490,7 @@ class Scheduler:
             pool = self._pool
             samples = list(self._late)
             counts = (
-                len(self._wheel),
+                len(self._wheel) - self._armed_timeouts,
                 pool.queued,
                 pool.running,
                 pool.workers,
@@ -1244,6 +1524,51 @@ class Scheduler:
             timed_out=timed_out,
             queued_by_priority=dict(sorted(by_priority.items(), reverse=True)),
         )
+
+    def subscribe(
+        self, fn: Callable[[Event], object], events: Iterable[str] | str | None = None
+    ) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event of the given kinds (all when None).
+
+        Kinds: "posted", "rejected", "started", "retried", "succeeded", "failed",
+        "timed_out", "missed", "cancelled" (see :class:`Event` for what each carries).
+        ``fn`` runs on the thread where it happened: the poster's, the worker's, the
+        canceller's; events found by the timer thread ("timed_out" at the deadline,
+        "missed") are delivered by a worker, never by the timer thread. A listener that
+        raises is logged and harms nothing else. Listening to a run event makes every
+        run take a slightly slower path.
+
+        Returns a function that unsubscribes (safe to call more than once).
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        sub = (fn, check_events(events))
+        with self._lock:
+            self._listeners.subs.append(sub)
+            self._update_listeners_locked()
+
+        def unsubscribe() -> None:
+            with self._lock:
+                subs = self._listeners.subs
+                for i, x in enumerate(subs):
+                    if x is sub:
+                        del subs[i]
+                        self._update_listeners_locked()
+                        return
+
+        return unsubscribe
+
+    def _update_listeners_locked(self) -> None:
+        listeners = self._listeners
+        listeners.rebuild()
+        self._ev = listeners.by_kind
+        self._ev_posted = listeners.by_kind["posted"]
+        self._observed = any(listeners.by_kind[k] for k in RUN_EVENTS)
+
+    def _emit(self, kind: str, h: TaskHandle, **fields: Any) -> None:
+        """Tell the listeners of ``kind`` (lock not held)."""
+        if self._ev.get(kind):
+            self._listeners.emit(Event(kind, h, self._clock.now(), **fields))
 
     @property
     def clock(self) -> Clock:
@@ -1296,6 +1621,34 @@ class Scheduler:
                 if isinstance(h, TaskHandle) and h._state < SUCCEEDED:
                     h._waiters = None  # their threads are in the parent
                     self._finish_cancelled_locked(h, "not run: inherited across fork()")
+
+
+@final
+class _Later:
+    """Hooks and listeners that the timer thread found to call: a worker calls them
+    (a pool work item, queued ahead of the tasks)."""
+
+    __slots__ = ("_calls", "_sched")
+
+    def __init__(self, sched: Scheduler, calls: list[_Call]) -> None:
+        self._sched = sched
+        self._calls = calls
+
+    def run_calls(self) -> None:
+        for fn, args in self._calls:
+            try:
+                fn(*args)
+            except Exception:  # pragma: no cover - each call guards its own user code
+                logger.exception("wheeltask: error in %r", fn)
+        self._calls = []
+
+    def _run(self, finished: itertools.count[int]) -> None:
+        self.run_calls()
+        next(finished)
+        sched = self._sched
+        if sched._closing and sched._maybe_idle():
+            with sched._lock:
+                sched._closed_progress_locked()
 
 
 def _release_callback(h: TaskHandle) -> None:
