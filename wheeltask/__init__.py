@@ -13,6 +13,7 @@ from ._clock import Clock as Clock
 from ._clock import MonotonicClock as MonotonicClock
 from ._default import configure as configure
 from ._default import get_scheduler as get_scheduler
+from ._default import group as group
 from ._default import post_task as post_task
 from ._default import wait_and_exit as wait_and_exit
 from ._errors import DuplicateTask as DuplicateTask
@@ -23,6 +24,7 @@ from ._errors import TaskCancelled as TaskCancelled
 from ._errors import TaskTimeout as TaskTimeout
 from ._errors import WheeltaskError as WheeltaskError
 from ._events import Event as Event
+from ._group import TaskGroup as TaskGroup
 from ._handle import TaskHandle as TaskHandle
 from ._handle import TaskState as TaskState
 from ._handle import current_task as current_task
@@ -42,6 +44,7 @@ __all__ = [
     "SchedulerShutdown",
     "Stats",
     "TaskCancelled",
+    "TaskGroup",
     "TaskHandle",
     "TaskState",
     "TaskTimeout",
@@ -49,6 +52,7 @@ __all__ = [
     "configure",
     "current_task",
     "get_scheduler",
+    "group",
     "post_task",
     "wait_and_exit",
 ]

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import SchedulerShutdown
+from ._group import TaskGroup
 from ._handle import TaskHandle
 from ._scheduler import Scheduler, check_scheduler_options
 
-__all__ = ["configure", "get_scheduler", "post_task", "wait_and_exit"]
+__all__ = ["configure", "get_scheduler", "group", "post_task", "wait_and_exit"]
 
 _lock = threading.Lock()
 _default: Scheduler | None = None
@@ -69,6 +70,11 @@ def post_task(
 ) -> TaskHandle:
     """``get_scheduler().post_task(...)``: see ``Scheduler.post_task``."""
     return get_scheduler().post_task(cb, *args, delay=delay, interval=interval, **options)
+
+
+def group() -> TaskGroup:
+    """``get_scheduler().group()``: a :class:`TaskGroup` on the default scheduler."""
+    return get_scheduler().group()
 
 
 def wait_and_exit(timeout: float | None = None) -> bool:

@@ -27,6 +27,7 @@ from ._errors import (
     TaskTimeout,
 )
 from ._events import RUN_EVENTS, Event, Listeners, check_events
+from ._group import TaskGroup
 from ._handle import (
     CANCELLED,
     FAILED,
@@ -154,7 +155,7 @@ def to_ns(value: object, what: str, *, minimum_ns: int = 0) -> int:
     return int(ns)
 
 
-def _check_timeout(timeout: object, what: str = "timeout") -> float | None:
+def check_timeout(timeout: object, what: str = "timeout") -> float | None:
     if timeout is None:
         return None
     if not is_number(timeout):
@@ -1173,7 +1174,7 @@ class Scheduler:
         return None
 
     def _wait(self, h: TaskHandle, n: int, timeout: float | None) -> bool:
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         if self._manual:
             return self._virtual_wait(h, n, timeout)
         end = None if timeout is None else real_monotonic() + timeout
@@ -1337,7 +1338,7 @@ class Scheduler:
         Idempotent and thread-safe; safe from inside a task, where it never waits for
         its own thread.
         """
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         end = None if timeout is None else real_monotonic() + timeout
         me = threading.current_thread()
         in_task = self._pool.in_task(me)
@@ -1477,6 +1478,17 @@ class Scheduler:
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ groups
+    def group(self) -> TaskGroup:
+        """A new :class:`TaskGroup` of tasks on this scheduler::
+
+        with scheduler.group() as g:
+            g.post_task(fetch, "a")
+            g.post_task(fetch, "b")
+        # here both have finished; the first failure was raised
+        """
+        return TaskGroup(self)
 
     # ----------------------------------------------------------- observability
     def stats(self) -> Stats:
