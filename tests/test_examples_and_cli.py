@@ -43,7 +43,10 @@ def test_demo_shows_the_tour_and_exits_cleanly() -> None:
         "wait_and_exit -> True",
         "upload uploaded after 3 attempts",
         "returned the same handle: True",
-        "retried 2   deduplicated 1",
+        "export failed at its deadline: 'export' exceeded its timeout of",
+        "slow export: noticed its deadline, stops",
+        "group of 3 thumbnails done: [64, 128, 256]; export timed out: True",
+        "retried 2   deduplicated 1   timed out 1",
         "summary",
     ):
         assert expected in out, (expected, out)

@@ -103,6 +103,7 @@ def test_scheduler_signature_matches_the_design() -> None:
         "max_pending": None,
         "clock": None,
         "name": "wheeltask",
+        "task_defaults": None,  # ours, after DESIGN's parameters
     }
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
     post = inspect.signature(wheeltask.Scheduler.post_task).parameters

@@ -217,3 +217,43 @@ def test_an_interval_waiting_to_retry_is_cancelled_once_at_exit(
     not_run, running = sched._abandon("not run: the interpreter exited")
     assert (not_run, running) == (1, 0) and h.cancelled()
     assert sched.stats().cancelled == 1
+
+
+def test_scheduler_task_defaults_apply_unless_a_post_overrides_them(clock: VirtualClock) -> None:
+    s = manual_scheduler(
+        clock=clock,
+        task_defaults={"retries": 2, "retry_on": ValueError, "backoff": 1, "timeout": 9},
+    )
+    calls: list[float] = []
+
+    def flaky() -> str:
+        calls.append(clock.now())
+        if len(calls) < 3:
+            raise ValueError("not yet")
+        return "ok"
+
+    h = s.post_task(flaky)
+    clock.run_until_idle()
+    assert h.result() == "ok"
+    assert calls == [0.0, 1.0, 2.0]
+    assert h.timeout == 9.0
+    once = s.post_task(lambda: 1 / 0, retries=0, timeout=None)
+    clock.run_until_idle()
+    assert once.attempts == 1 and once.timeout is None
+    assert isinstance(once.exception(), ZeroDivisionError)
+    keyed = s.post_task(print, key="k")
+    assert s.post_task(print, key="k") is keyed
+
+
+@pytest.mark.parametrize(
+    ("defaults", "exc", "message"),
+    [
+        ({"key": "k"}, ValueError, r"^task_defaults takes backoff, on_failure, .*; got key$"),
+        ({"retries": -1}, ValueError, r"^retries must be >= 0, got -1$"),
+        ({"timeout": 0}, ValueError, r"^timeout must be > 0 seconds or None, got 0$"),
+        ([("retries", 1)], TypeError, r"^task_defaults must be a mapping of task options"),
+    ],
+)
+def test_bad_task_defaults(defaults: object, exc: type[Exception], message: str) -> None:
+    with pytest.raises(exc, match=message):
+        Scheduler(task_defaults=defaults)  # type: ignore[arg-type]

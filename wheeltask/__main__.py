@@ -52,7 +52,7 @@ def _demo(speed: float) -> int:
 
     say(
         "posting: four delayed tasks, a heartbeat every 0.4 s, one to cancel, one that "
-        "fails, one that retries"
+        "fails, one that retries, one that overruns its timeout"
     )
     coffee = post(say, "delayed 0.5 s: coffee is ready", delay=t(0.5), name="coffee")
     post(say, "delayed 1.0 s: mail checked", delay=t(1.0), name="mail")
@@ -93,6 +93,23 @@ def _demo(speed: float) -> int:
         name="upload",
         on_success=lambda h, r: say(f"upload {r} after {h.attempts} attempts"),
     )
+
+    def slow_export() -> str:
+        me = wheeltask.current_task()
+        assert me is not None
+        while not me.timed_out():  # a thread cannot be killed: the callback looks
+            time.sleep(t(0.05))
+        say("slow export: noticed its deadline, stops")
+        me.check()  # raises TaskTimeout (the handle has failed with it already)
+        return "never"
+
+    export = post(
+        slow_export,
+        delay=t(1.0),
+        timeout=t(0.5),
+        name="export",
+        on_failure=lambda h, exc: say(f"export failed at its deadline: {exc}"),
+    )
     again = post(say, "keyed task 'report:7' ran (once)", delay=t(2.2), key="report:7")
     same = post(say, "never printed", key="report:7")  # that key is live: no second task
 
@@ -125,6 +142,11 @@ def _demo(speed: float) -> int:
     say(f"report.result() -> {report.result()}; burst done: {all(h.done() for h in burst)}")
     say(f"broken failed with {broken.exception()!r}; state {broken.state.name}")
     say(f"a second post with key 'report:7' returned the same handle: {same is again}")
+    sizes: list[int] = []
+    with wheeltask.group() as g:  # leaving the block waits for all three
+        for n in (64, 128, 256):
+            g.post_task(sizes.append, n, priority=n)
+    say(f"group of 3 thumbnails done: {sorted(sizes)}; export timed out: {export.timed_out()}")
     upload.wait_for_finished(timeout=t(3))
     time.sleep(max(0.0, t(3.2) - (time.monotonic() - start)))
     say(f"status: {status()}")
@@ -138,7 +160,7 @@ def _demo(speed: float) -> int:
     print("summary")
     print(f"  tasks submitted {s.submitted:>5}   cancelled {s.cancelled}   pending {s.pending}")
     print(f"  runs succeeded  {s.succeeded:>5}   failed    {s.failed}   missed  {s.missed}")
-    print(f"  retried {s.retried}   deduplicated {s.deduplicated}")
+    print(f"  retried {s.retried}   deduplicated {s.deduplicated}   timed out {s.timed_out}")
     print(
         f"  timer lateness p50 {s.lateness_p50 * 1000:.2f} ms, p99 {s.lateness_p99 * 1000:.2f} ms,"
         f" max {s.lateness_max * 1000:.2f} ms"

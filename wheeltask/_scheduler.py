@@ -14,7 +14,7 @@ import random
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, final
 
 from ._clock import Clock, MonotonicClock, VirtualClock, is_number, real_monotonic
@@ -184,6 +184,7 @@ def check_scheduler_options(
     max_pending: int | None = None,
     clock: Clock | None = None,
     name: str = "wheeltask",
+    task_defaults: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate ``Scheduler`` options; return them as a dict. Changes nothing."""
     _check_int(max_workers, "max_workers", 1)
@@ -216,6 +217,7 @@ def check_scheduler_options(
         "max_pending": max_pending,
         "clock": clock,
         "name": name,
+        "task_defaults": _check_task_defaults(task_defaults),
     }
 
 
@@ -234,6 +236,23 @@ _TASK_OPTIONS: Final = frozenset(
     }
 )
 _ON_DUPLICATE: Final = ("return", "raise", "replace")
+# The task options a scheduler can give every task (a key belongs to one task).
+_DEFAULTABLE: Final = _TASK_OPTIONS - {"key", "on_duplicate"}
+
+
+def _check_task_defaults(defaults: object) -> dict[str, Any] | None:
+    if defaults is None:
+        return None
+    if not isinstance(defaults, Mapping):
+        raise TypeError(f"task_defaults must be a mapping of task options, got {defaults!r}")
+    bad = sorted(str(k) for k in defaults if k not in _DEFAULTABLE)
+    if bad:
+        raise ValueError(
+            f"task_defaults takes {', '.join(sorted(_DEFAULTABLE))}; got {', '.join(bad)}"
+        )
+    options = dict(defaults)
+    _task_extra(None, None, options)  # each value checked as post_task would
+    return options or None
 
 
 def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extra:
@@ -326,6 +345,9 @@ class Scheduler:
             None for no limit.
         clock: time source; ``MonotonicClock()`` by default.
         name: used in thread names and logs.
+        task_defaults: task options every ``post_task`` gets unless it gives its
+            own, e.g. ``{"timeout": 30, "retries": 2, "retry_on": OSError}`` (any
+            option but ``key`` and ``on_duplicate``).
 
     Use it as a context manager: leaving the block calls ``shutdown(wait=True)``.
     """
@@ -341,6 +363,7 @@ class Scheduler:
         max_pending: int | None = None,
         clock: Clock | None = None,
         name: str = "wheeltask",
+        task_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         opts = check_scheduler_options(
             max_workers=max_workers,
@@ -351,6 +374,7 @@ class Scheduler:
             max_pending=max_pending,
             clock=clock,
             name=name,
+            task_defaults=task_defaults,
         )
         self._options = opts
         self._name = name
@@ -393,6 +417,10 @@ class Scheduler:
         self._armed_timeouts = 0  # TimeoutEntry objects on the wheel
         self._orphans: list[_Later] = []  # see _run_orphans_unlocked
         _live.add(self)
+        self._task_defaults: dict[str, Any] | None = opts["task_defaults"]
+        if self._task_defaults is not None:
+            # Only such schedulers pay for the merge: post_task is replaced here.
+            self.post_task = self._post_with_defaults  # type: ignore[method-assign]
         attach = getattr(self._clock, "_attach", None)
         if attach is not None:
             attach(self)
@@ -573,6 +601,23 @@ class Scheduler:
                 _release_callback(h)
                 h._args = f"rejected: {exc}"
         self._emit("rejected", h, exception=exc, reason=str(exc))
+
+    def _post_with_defaults(
+        self,
+        cb: Callable[..., object],
+        /,
+        *args: Any,
+        delay: float | datetime.timedelta | None = None,
+        interval: float | datetime.timedelta | None = None,
+        name: str | None = None,
+        **options: Any,
+    ) -> TaskHandle:
+        """``post_task`` of a scheduler with ``task_defaults``."""
+        assert self._task_defaults is not None
+        merged = {**self._task_defaults, **options}
+        return Scheduler.post_task(
+            self, cb, *args, delay=delay, interval=interval, name=name, **merged
+        )
 
     # ------------------------------------------------------------ dedup keys
     def _post_keyed(
