@@ -101,18 +101,23 @@ def test_fork_child_neither_hangs_nor_inherits_the_timer_thread() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
         pending = wheeltask.post_task(lambda: "parent", delay=0.3)
         wheeltask.post_task(print, interval=0.05)
+        gate = threading.Event()
+        timed = wheeltask.post_task(gate.wait, 5, timeout=10)  # running at the fork
         time.sleep(0.02)
         pid = os.fork()
         if pid == 0:
             ours = [t for t in threading.enumerate() if isinstance(t, WheeltaskThread)]
             assert ours == [], ours
             assert pending.cancelled(), pending
+            assert timed._sched.stats().pending == 0, timed._sched.stats()
             h = wheeltask.post_task(lambda: "child", delay=0.05)
             assert h.result(timeout=5) == "child"
             assert wheeltask.wait_and_exit(timeout=5)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
+        gate.set()
+        assert timed.result(timeout=5) is True
         assert pending.result(timeout=5) == "parent"
         assert wheeltask.wait_and_exit(timeout=5)
         print("ok")

@@ -1671,6 +1671,8 @@ class Scheduler:
         self._closing = True
         entries = self._wheel.drain()
         self._wheel = Wheel(TICK_NS, self._now_ns() // TICK_NS)
+        self._armed_timeouts = 0  # the runs they timed are the parent's
+        self._orphans = []
         self._pool = self._make_pool()
         self._offer = self._pool.offer
         with self._lock:
