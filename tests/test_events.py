@@ -10,7 +10,15 @@ import pytest
 from freezegun import freeze_time
 from helpers import wait_until
 
-from wheeltask import Event, QueueFull, Retry, Scheduler, SchedulerShutdown, TaskTimeout
+from wheeltask import (
+    Event,
+    QueueFull,
+    Retry,
+    Scheduler,
+    SchedulerShutdown,
+    TaskCancelled,
+    TaskTimeout,
+)
 from wheeltask.testing import FrozenClock, VirtualClock, manual_scheduler
 
 
@@ -182,3 +190,41 @@ def test_bad_subscribe_arguments_change_nothing(sched: Scheduler) -> None:
     sched.run_due()
     assert h.done()  # no listener was left behind: nothing printed an event
     assert not sched._observed
+
+
+# ------------------------------------------------------ regressions (review)
+def test_a_posted_handle_refused_afterwards_ends_cancelled(sched: Scheduler) -> None:
+    seen: list[Event] = []
+    s = manual_scheduler(queue_size=1, on_full="raise", max_pending=1)
+    s.subscribe(seen.append, events=["posted"])  # no "rejected" listener
+    s.post_task(print)
+    s.post_task(print, delay=5)
+    with pytest.raises(QueueFull):
+        s.post_task(print)
+    with pytest.raises(QueueFull):
+        s.post_task(print, delay=5)
+    s.shutdown(wait=False, cancel_pending=True)
+    with pytest.raises(SchedulerShutdown):
+        s.post_task(print)
+    refused = [e.handle for e in seen[2:]]
+    assert len(refused) == 3
+    for h in refused:
+        assert h.cancelled()
+        with pytest.raises(TaskCancelled, match="rejected"):
+            h.wait_for_finished()
+    assert s.stats().submitted == 2
+
+
+@pytest.mark.parametrize("delay", [None, 1.0])
+def test_cancel_from_a_posted_listener_stops_the_task(
+    clock: VirtualClock, sched: Scheduler, delay: float | None
+) -> None:
+    results: list[bool] = []
+    sched.subscribe(lambda e: results.append(e.handle.cancel()), events=["posted"])
+    ran: list[int] = []
+    h = sched.post_task(ran.append, 1, delay=delay)
+    clock.advance(2)
+    assert results == [True]
+    assert h.cancelled() and ran == []
+    st = sched.stats()
+    assert (st.submitted, st.cancelled, st.failed, st.succeeded, st.pending) == (1, 1, 0, 0, 0)

@@ -126,3 +126,19 @@ def test_fork_child_neither_hangs_nor_inherits_the_timer_thread() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_exit_with_a_timed_out_run_still_running_warns() -> None:
+    proc = run_child(
+        """
+        import time, wheeltask
+        wheeltask.configure(max_workers=1)
+        h = wheeltask.post_task(time.sleep, 3600, timeout=0.05)
+        h.wait_for_finished(5)  # timed out; its hooks wait for a worker that never frees
+        print("state", h.state.name)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "state FAILED" in proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "0 task(s) did not run and 1 were still running" in proc.stderr

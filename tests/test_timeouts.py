@@ -280,3 +280,65 @@ def test_bad_timeout_changes_nothing(
     with pytest.raises(exc, match=message):
         sched.post_task(print, timeout=timeout)
     assert sched.stats() == before
+
+
+# ------------------------------------------------------ regressions (review)
+def test_shutdown_inside_a_timed_task_does_not_wait_for_its_own_timeout(
+    clock: VirtualClock,
+) -> None:
+    gate = threading.Event()
+    returned: list[bool] = []
+    s = Scheduler(max_workers=1, clock=clock)
+
+    def task() -> str:
+        returned.append(s.shutdown())  # the only worker is this one
+        gate.wait(10)
+        return "done"
+
+    h = s.post_task(task, timeout=1)
+    wait_until(lambda: returned)
+    assert returned == [True]
+    clock.advance(1)  # the timer thread stayed for this task's timeout
+    assert h.wait_for_finished(10)
+    with pytest.raises(TaskTimeout):
+        h.result()
+    gate.set()  # then every thread exits (the leak check of conftest.py)
+
+
+def test_timed_out_is_false_between_the_attempts_of_a_run(clock: VirtualClock) -> None:
+    s = manual_scheduler(clock=clock)
+    seen: list[TaskHandle] = []
+
+    def job() -> None:
+        me = wheeltask.current_task()
+        assert me is not None
+        seen.append(me)
+        if me.attempts == 1:
+            raise wheeltask.Retry(delay=5)
+
+    h = s.post_task(job, interval=10, timeout=1, retries=1)
+    clock.advance(10)  # attempt 1 at 10, fails at once; attempt 2 due at 15
+    assert h.running() and h.deadline == 11.0
+    clock.advance(2)
+    assert not h.timed_out()  # no attempt under way: nothing can be late
+    clock.advance(3)
+    assert h.runs == 1 and not h.timed_out()
+    assert s.stats().timed_out == 0
+    h.cancel()
+
+
+def test_timed_run_goes_on_without_a_timer_thread(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Scheduler(max_workers=1, clock=clock)
+
+    def no_thread() -> None:
+        raise RuntimeError("can't start new thread")
+
+    s._wake_timer_locked = no_thread  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="wheeltask"):
+        h = s.post_task(lambda: "ran", timeout=1)
+        assert h.result(10) == "ran"
+    assert "no timer thread for the timeout" in caplog.text
+    wait_until(lambda: s.stats().running == 0)
+    assert s.shutdown(timeout=10)

@@ -288,7 +288,8 @@ class TaskHandle:
             return False
         if extra.timed_out:
             return True
-        return self._state == RUNNING and self._sched._now_ns() >= extra.run_deadline
+        # Only while an attempt is under way (not between the attempts of a run).
+        return extra.timeout_entry is not None and self._sched._now_ns() >= extra.run_deadline
 
     def check(self) -> None:
         """Raise ``TaskTimeout`` if the current attempt has exceeded its ``timeout``."""

@@ -430,6 +430,7 @@ class Scheduler:
         self._cond = threading.Condition(self._lock)  # wakes the timer thread
         self._idle_cond = threading.Condition(self._lock)  # wakes shutdown waiters
         self._timer: threading.Thread | None = None
+        self._timer_left = False  # the timer thread has left its loop (shutdown)
         # Tick the timer thread sleeps until: +inf before it exists (the first delayed
         # post starts it), -inf while it is awake or already told to wake.
         self._wake_tick: float = _INF
@@ -533,8 +534,8 @@ class Scheduler:
             if immediate:  # the hot path, written out: no call but the pool's offer()
                 h._deadline = 0
                 h._state = QUEUED
-                if self._ev_posted:
-                    self._emit("posted", h)
+                if self._ev_posted and self._posted(h):
+                    return h  # a listener cancelled it
                 if self._closing:
                     with self._lock:
                         self._refuse_locked()
@@ -558,8 +559,8 @@ class Scheduler:
                 return h
             h._deadline = deadline
             h._state = WAITING
-            if self._ev_posted:
-                self._emit("posted", h)
+            if self._ev_posted and self._posted(h):
+                return h  # a listener cancelled it
             lock = self._lock
             lock.acquire()  # explicit acquire/release: half the cost of `with` here
             try:
@@ -588,19 +589,31 @@ class Scheduler:
                 lock.release()
             return h
         except (SchedulerShutdown, QueueFull, RuntimeError) as exc:
-            if self._ev.get("rejected"):
-                self._rejected(h, exc)
+            self._rejected(h, exc)
             raise
 
+    def _posted(self, h: TaskHandle) -> bool:
+        """Tell the "posted" listeners, before the task is handed over (so that this
+        comes first among its events). True if a listener cancelled it meanwhile."""
+        state = h._state
+        h._state = WAITING  # what cancel() knows how to cancel: not on the wheel yet
+        self._emit("posted", h)
+        with self._lock:
+            if h._state == CANCELLED:
+                return True
+            h._state = state
+        return False
+
     def _rejected(self, h: TaskHandle, exc: BaseException) -> None:
-        """A post was refused (the poster gets ``exc``): its handle says so, and the
-        "rejected" listeners hear of it."""
+        """A post was refused (the poster gets ``exc``): its handle, which a "posted"
+        listener may hold, ends CANCELLED with the reason; "rejected" is emitted."""
         with self._lock:
             if h._state < SUCCEEDED:
                 h._state = CANCELLED
                 _release_callback(h)
                 h._args = f"rejected: {exc}"
-        self._emit("rejected", h, exception=exc, reason=str(exc))
+        if self._ev.get("rejected"):
+            self._emit("rejected", h, exception=exc, reason=str(exc))
 
     def _post_with_defaults(
         self,
@@ -662,9 +675,10 @@ class Scheduler:
                     self._keys.pop(key, None)
                 if old is not None:
                     self._deduplicated += 1
-            if old is not None:  # "replace": a pending one is cancelled, a running one ends
-                self._cancel(old, "replaced by a new task with the same key")
-            return h
+        if old is not None:  # "replace": a pending one is cancelled, a running one ends
+            # Outside the keys lock: cancelling calls done callbacks and listeners.
+            self._cancel(old, "replaced by a new task with the same key")
+        return h
 
     def _release_key(self, h: TaskHandle) -> None:
         """A keyed task reached a final state (lock not held): its key is free."""
@@ -735,10 +749,13 @@ class Scheduler:
     def _wake_timer_locked(self) -> None:
         if self._manual:
             return
-        if self._timer is None:
+        if self._timer is None or self._timer_left:
+            # The first timer, or one after the last left during a shutdown (a queued
+            # task with a timeout has just started).
             t = WheeltaskThread(self._timer_main, f"{self._name}-timer")
             t.start()  # it waits for the lock we hold before it looks at anything
             self._timer = t
+            self._timer_left = False
         else:
             self._cond.notify()
         self._wake_tick = -_INF  # awake now: it re-reads the wheel before sleeping
@@ -758,9 +775,10 @@ class Scheduler:
                         self._fire_locked(due, now)
                         if self._orphans:
                             self._run_orphans_unlocked()
-                    # Leave once nothing is left that could need a timer: a task still
-                    # queued or running may yet arm a timeout.
-                    if self._closing and self._is_idle_locked(len(self._closers)):
+                    # Leave once nothing is left to fire and nothing queued could arm
+                    # a timeout (if one is armed later, a new timer thread starts).
+                    if self._closing and not len(wheel) and not self._pool.queued:
+                        self._timer_left = True
                         break
                     nd = wheel.next_deadline()
                     if nd is None:
@@ -1042,7 +1060,14 @@ class Scheduler:
             self._wheel.add(entry)
             self._armed_timeouts += 1
             if -(-deadline // TICK_NS) < self._wake_tick:
-                self._wake_timer_locked()
+                try:
+                    self._wake_timer_locked()
+                except RuntimeError:  # e.g. "can't start new thread": the run goes on
+                    logger.exception(
+                        "wheeltask: no timer thread for the timeout of %r; it is checked "
+                        "when the callback returns",
+                        h,
+                    )
 
     def _end_timed_attempt(self, h: TaskHandle) -> bool:
         """A timed attempt's callback returned: True if the run timed out (now or at
@@ -1058,6 +1083,8 @@ class Scheduler:
                     if entry._wslot is not None:
                         self._wheel.remove(entry)
                         self._armed_timeouts -= 1
+                        if self._closing and self._timer is not None:
+                            self._cond.notify()  # that may have been all it waited for
                 if self._now_ns() < extra.run_deadline:
                     return False
                 # Returned at or after its deadline, before the timer got to it (a
@@ -1185,9 +1212,9 @@ class Scheduler:
     def _closed_progress_locked(self) -> None:
         # After shutdown(): wake its waiters once all is done, and let the threads go
         # (shutdown(wait=False) returns before that).
+        if self._timer is not None and not len(self._wheel) and not self._pool.queued:
+            self._cond.notify()  # nothing left that needs a timer: it can leave now
         if self._is_idle_locked(len(self._closers)):
-            if self._timer is not None:
-                self._cond.notify()  # nothing left that needs a timer: it can leave now
             self._idle_cond.notify_all()
             if not self._closers:
                 self._pool.stop_locked()
@@ -1195,7 +1222,11 @@ class Scheduler:
     def _maybe_idle(self) -> bool:
         """Racy pre-check (no lock) for a finishing task: could shutdown() be done?"""
         pool = self._pool
-        return not pool.queued and not len(self._wheel) and pool.running <= len(self._closers)
+        return (
+            not pool.queued
+            and len(self._wheel) == self._armed_timeouts
+            and pool.running <= len(self._closers)
+        )
 
     @staticmethod
     def _cancel_reason(h: TaskHandle) -> str:
@@ -1378,7 +1409,8 @@ class Scheduler:
 
         Returns:
             True if every task finished and every thread of the scheduler exited (the
-            worker calling it from inside a task exits when that task returns).
+            worker calling it from inside a task exits when that task returns, and so
+            does the timer thread if that task has a ``timeout``).
 
         Idempotent and thread-safe; safe from inside a task, where it never waits for
         its own thread.
@@ -1428,6 +1460,8 @@ class Scheduler:
                 joinable = [t for t in self._threads_alive() if t is not me]
                 if in_task:
                     joinable = [t for t in joinable if t not in self._closers]
+                    if self._armed_timeouts:  # the timeouts of tasks inside shutdown()
+                        joinable = [t for t in joinable if t is not self._timer]
             finally:
                 if in_task:
                     n = self._closers.pop(me)
@@ -1450,8 +1484,10 @@ class Scheduler:
         return alive
 
     def _is_idle_locked(self, own: int) -> bool:
+        # A run's timeout does not make the scheduler busy: the run itself does (and
+        # a task inside shutdown() does not wait for its own timeout).
         pool = self._pool
-        return not len(self._wheel) and not pool.queued and pool.running <= own
+        return len(self._wheel) == self._armed_timeouts and not pool.queued and pool.running <= own
 
     def _cancel_all_locked(self, reason: str) -> list[tuple[Any, list[Any] | None]]:
         """Cancel every task that has not started (lock held). Returns what to do once
@@ -1563,12 +1599,15 @@ class Scheduler:
             late_max = self._late_max
             dedup = self._deduplicated
             timed_out = self._timed_out
-            queued = tuple(pool._claims)
+            queued = _snapshot(pool._claims)
         by_priority: dict[int, int] = {}
+        n_queued = 0  # tasks only: not the internal items that run a timeout's hooks
         for item in queued:
             if type(item) is TaskHandle:
                 p = item.priority
                 by_priority[p] = by_priority.get(p, 0) + 1
+                n_queued += 1
+        counts = (counts[0], n_queued, *counts[2:])
         samples.sort()
         p50 = samples[(len(samples) - 1) // 2] / _NS if samples else 0.0
         p99 = samples[min(len(samples) - 1, (len(samples) * 99) // 100)] / _NS if samples else 0.0
@@ -1662,7 +1701,8 @@ class Scheduler:
             if self._timer is not None:
                 self._cond.notify()
         self._notify_all(tokens)
-        return sum(h._state == CANCELLED for h, _ in tokens), running
+        not_run = sum(type(h) is TaskHandle and h._state == CANCELLED for h, _ in tokens)
+        return not_run, running
 
     def _after_fork_child(self) -> None:
         # Only the forking thread exists in the child: no timer, no workers. Tasks
@@ -1708,6 +1748,16 @@ class _Later:
         if sched._closing and sched._maybe_idle():
             with sched._lock:
                 sched._closed_progress_locked()
+
+
+def _snapshot(claims: dict[Any, None]) -> tuple[Any, ...]:
+    """The keys of a dict that workers change without the lock (under the GIL,
+    ``tuple(dict)`` runs in C and sees no change; retried in case it ever does)."""
+    while True:
+        try:
+            return tuple(claims)
+        except RuntimeError:  # pragma: no cover - "dictionary changed size"
+            continue
 
 
 def _release_callback(h: TaskHandle) -> None:
