@@ -88,6 +88,7 @@ def test_handle_api() -> None:
         "SUCCEEDED",
         "FAILED",
         "CANCELLED",
+        "PAUSED",
     ]
 
 

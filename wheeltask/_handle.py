@@ -9,6 +9,7 @@ then its name; everything a plain one-shot task does not need lives in ``_extra`
 
 from __future__ import annotations
 
+import datetime
 import enum
 import functools
 import itertools
@@ -38,19 +39,23 @@ class TaskState(enum.Enum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    PAUSED = "PAUSED"  #: stopped by ``pause()`` until ``resume()``
 
 
-# Internal states (ints compare fast); the first two are both PENDING to users.
+# Internal states (ints compare fast); the first two are both PENDING to users. The
+# final states come last: ``state >= SUCCEEDED`` means done.
 WAITING: Final = 0  # on the wheel
 QUEUED: Final = 1  # in the run queue
 RUNNING: Final = 2
-SUCCEEDED: Final = 3
-FAILED: Final = 4
-CANCELLED: Final = 5
+PAUSED: Final = 3
+SUCCEEDED: Final = 4
+FAILED: Final = 5
+CANCELLED: Final = 6
 _PUBLIC: Final = (
     TaskState.PENDING,
     TaskState.PENDING,
     TaskState.RUNNING,
+    TaskState.PAUSED,
     TaskState.SUCCEEDED,
     TaskState.FAILED,
     TaskState.CANCELLED,
@@ -83,6 +88,7 @@ class Extra:
         "on_failure",
         "on_retry",
         "on_success",
+        "pause_pending",
         "priority",
         "retries",
         "retry_entry",
@@ -117,6 +123,7 @@ class Extra:
         self.run_deadline: int | None = None  # clock ns the current attempt must end by
         self.timeout_entry: TimeoutEntry | None = None  # on the wheel while it runs
         self.timed_out = False  # the latest attempt exceeded its timeout
+        self.pause_pending = False  # pause() during an interval run: paused when it ends
 
 
 @final
@@ -238,7 +245,8 @@ class TaskHandle:
         extra = self._extra
         if extra is not None:
             return extra.attempts
-        return 1 if RUNNING <= self._state <= FAILED else 0
+        st = self._state
+        return 1 if st == RUNNING or SUCCEEDED <= st <= FAILED else 0
 
     @property
     def priority(self) -> int:
@@ -319,6 +327,47 @@ class TaskHandle:
         pending task is removed from the wheel in O(1) and its callback released.
         """
         return self._sched._cancel(self, "cancelled by cancel()")
+
+    def reschedule(
+        self,
+        delay: float | datetime.timedelta | None = None,
+        *,
+        interval: float | datetime.timedelta | None = None,
+    ) -> bool:
+        """Move the next run: to ``delay`` seconds from now (0 if None) for a one-shot
+        task; for an interval task to now + ``delay`` (default: now + the interval) and
+        then every ``interval`` seconds (default: its interval so far). O(1).
+
+        Returns:
+            True if moved; False (and nothing changed) for a one-shot task that is
+            running or done, or a task that is cancelled or finished. A paused task
+            keeps the new time for its ``resume()``.
+
+        Raises:
+            TypeError, ValueError: a bad ``delay`` or ``interval`` (as for
+                ``post_task``), or ``interval`` for a one-shot task.
+        """
+        return self._sched._reschedule(self, delay, interval)
+
+    def pause(self) -> bool:
+        """Stop future runs without losing the task, until :meth:`resume`.
+
+        A run in progress completes. Returns True (also if already paused), or False
+        for a one-shot task that has started or finished, or a cancelled task.
+        """
+        return self._sched._pause(self)
+
+    def resume(self) -> None:
+        """Restart a paused task.
+
+        An interval task goes on on its original grid: the points that passed while it
+        was paused are skipped (counted in ``missed``), not run in a burst. A one-shot
+        task whose time passed runs at once; otherwise at its time.
+
+        Raises:
+            RuntimeError: the task is not paused.
+        """
+        self._sched._resume(self)
 
     # ------------------------------------------------------------------ waits
     def wait_for_finished(self, timeout: float | None = None) -> bool:

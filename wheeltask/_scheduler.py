@@ -15,7 +15,7 @@ import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, final
+from typing import Any, Final, cast, final
 
 from ._clock import Clock, MonotonicClock, VirtualClock, is_number, real_monotonic
 from ._errors import (
@@ -31,6 +31,7 @@ from ._group import TaskGroup
 from ._handle import (
     CANCELLED,
     FAILED,
+    PAUSED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -39,6 +40,7 @@ from ._handle import (
     Failure,
     RetryEntry,
     TaskHandle,
+    TaskState,
     TimeoutEntry,
     call_hook,
     callable_name,
@@ -46,7 +48,7 @@ from ._handle import (
     report_failure,
     timeout_message,
 )
-from ._pool import InlinePool, OnFull, WheeltaskThread, WorkerPool, count_value
+from ._pool import CURRENT, InlinePool, OnFull, WheeltaskThread, WorkerPool, count_value
 from ._wheel import TICK_NS, Wheel
 
 __all__ = ["Scheduler", "Stats"]
@@ -395,6 +397,7 @@ class Scheduler:
         self._refused = 0
         self._id_gaps = 0  # ids taken by posts refused at once (they change no count)
         self._intervals: set[TaskHandle] = set()
+        self._paused: set[TaskHandle] = set()  # paused one-shot and interval tasks
         self._n_succeeded = itertools.count()  # bumped by workers without the lock
         self._n_failed = itertools.count()
         self._cancelled = 0
@@ -1038,7 +1041,12 @@ class Scheduler:
                 else:
                     next(self._n_succeeded)
             if extra.stop is None:
-                h._state = WAITING
+                if extra.pause_pending:  # pause() during the run: paused now
+                    extra.pause_pending = False
+                    h._state = PAUSED
+                    self._paused.add(h)
+                else:
+                    h._state = WAITING
                 return
             _release_callback(h)
             self._intervals.discard(h)
@@ -1148,6 +1156,111 @@ class Scheduler:
                 h._waiters = [w for w in ws if type(w) is not _LockType] or None
         notify(h, token)
 
+    # ------------------------------------------------------- live task controls
+    def _reschedule(self, h: TaskHandle, delay: object, interval: object) -> bool:
+        extra = h._extra
+        periodic = extra is not None and extra.interval is not None
+        if interval is not None and not periodic:
+            raise ValueError(
+                f"interval must be None to reschedule a one-shot task, got {interval!r}"
+            )
+        delay_ns = None if delay is None else to_ns(delay, "delay")
+        iv_ns = None
+        if interval is not None:
+            iv_ns = to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS)
+        with self._lock:
+            st = h._state
+            if st >= SUCCEEDED:
+                return False
+            now = self._now_ns()
+            if not periodic:
+                if st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
+                    return False  # a one-shot run has started: it completes
+                deadline = now + (delay_ns or 0)
+            else:
+                assert extra is not None and extra.interval is not None
+                if extra.stop is not None:
+                    return False  # cancelled, its last run still going
+                if iv_ns is not None:
+                    extra.interval = iv_ns
+                deadline = now + (extra.interval if delay_ns is None else delay_ns)
+            if h._wslot is not None:
+                self._wheel.remove(h)
+            h._deadline = deadline
+            if st == PAUSED or (periodic and extra is not None and extra.pause_pending):
+                return True  # resume() puts it on the wheel
+            if not periodic:
+                h._state = WAITING
+            self._wheel.add(h)
+            if -(-deadline // TICK_NS) < self._wake_tick:
+                self._wake_timer_locked()
+        return True
+
+    def _pause(self, h: TaskHandle) -> bool:
+        extra = h._extra
+        with self._lock:
+            st = h._state
+            if st == PAUSED or (extra is not None and extra.pause_pending):
+                return True
+            if st >= SUCCEEDED or self._closing:
+                return False  # (a shutdown cancels paused tasks: none is paused after)
+            periodic = extra is not None and extra.interval is not None
+            if periodic:
+                assert extra is not None
+                if extra.stop is not None:
+                    return False  # cancelled, its last run still going
+                if h._wslot is not None:
+                    self._wheel.remove(h)  # its next grid point stays in _deadline
+                if st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
+                    extra.pause_pending = True  # paused when the run ends
+                    return True
+            elif st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
+                return False
+            elif h._wslot is not None:
+                self._wheel.remove(h)
+            h._state = PAUSED
+            self._paused.add(h)
+        return True
+
+    def _resume(self, h: TaskHandle) -> None:
+        extra = h._extra
+        with self._lock:
+            pending = extra is not None and extra.pause_pending
+            if h._state != PAUSED and not pending:
+                raise RuntimeError(f"resume() of a task that is not paused: {h!r}")
+            if self._closing:
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+            now = self._now_ns()
+            if extra is not None and extra.interval is not None:
+                # Back on its grid: the points that passed meanwhile are missed.
+                iv = extra.interval
+                g = h._deadline
+                if g < now:
+                    k = -(-(now - g) // iv)
+                    extra.missed += k
+                    self._missed += k
+                    g += k * iv
+                h._deadline = g
+                if pending:
+                    extra.pause_pending = False
+                else:
+                    self._paused.discard(h)
+                    h._state = WAITING
+            else:
+                self._paused.discard(h)
+                if h._deadline <= now:  # its time has passed: it runs now
+                    h._state = QUEUED
+                    self._pool.submit_locked(h, 0 if extra is None else extra.priority)
+                    try:
+                        self._pool.ensure_workers_locked()
+                    except RuntimeError:
+                        logger.exception("wheeltask: could not start a worker thread")
+                    return
+                h._state = WAITING
+            self._wheel.add(h)
+            if -(-h._deadline // TICK_NS) < self._wake_tick:
+                self._wake_timer_locked()
+
     # ------------------------------------------------------------------ cancel
     def _cancel(self, h: TaskHandle, reason: str) -> bool:
         lock = self._lock
@@ -1190,6 +1303,8 @@ class Scheduler:
     def _finish_cancelled_locked(self, h: TaskHandle, reason: str) -> list[Any] | None:
         # Cheap on purpose (cancel is a hot path): the callback and its arguments are
         # dropped, the reason is kept as a string; TaskCancelled is built when raised.
+        if h._state == PAUSED:
+            self._paused.discard(h)
         extra = h._extra
         if extra is None or extra.interval is None:
             _release_callback(h)
@@ -1425,6 +1540,8 @@ class Scheduler:
             self._pool.release_blocked_locked()
             for h in list(self._intervals):
                 tokens.append((h, self._cancel_locked(h, "stopped by shutdown()")[1]))
+            for h in list(self._paused):  # paused one-shots: nothing would resume them
+                tokens.append((h, self._cancel_locked(h, "stopped by shutdown() while paused")[1]))
             if cancel_pending:
                 tokens += self._cancel_all_locked("cancelled by shutdown(cancel_pending=True)")
             if self._timer is not None:
@@ -1513,7 +1630,7 @@ class Scheduler:
                 continue
             assert isinstance(item, TaskHandle)
             tokens.append((item, self._finish_cancelled_locked(item, reason)))
-        for h in list(self._intervals):
+        for h in [*self._intervals, *self._paused]:
             tokens.append((h, self._cancel_locked(h, reason)[1]))
         for entry in timeouts:
             self._wheel.add(entry)
@@ -1620,6 +1737,39 @@ class Scheduler:
             timed_out=timed_out,
             queued_by_priority=dict(sorted(by_priority.items(), reverse=True)),
         )
+
+    def tasks(self, state: TaskState | None = None) -> list[TaskHandle]:
+        """The live tasks (pending, queued, running or paused), in posting order.
+
+        Args:
+            state: only those in this state (``TaskState.PENDING``, ``RUNNING`` or
+                ``PAUSED``); None for all.
+
+        O(live tasks), under the scheduler's lock: about 50 ms for 10^5 pending timers
+        on a 2-core machine, during which posts and firings wait. Fine for an admin
+        page or a debugger, not for a hot loop.
+        """
+        if state is not None and not isinstance(state, TaskState):
+            raise TypeError(f"state must be a TaskState or None, got {state!r}")
+        found: dict[int, TaskHandle] = {}
+        with self._lock:
+            for e in self._wheel.entries():
+                h = e if type(e) is TaskHandle else cast("RetryEntry | TimeoutEntry", e).handle
+                found[id(h)] = h
+            for item in _snapshot(self._pool._claims):
+                if type(item) is TaskHandle:
+                    found[id(item)] = item
+            for t in [*self._pool.threads(), *self._pool._callers]:
+                item = getattr(t, CURRENT, None)
+                if type(item) is TaskHandle and item._sched is self:
+                    found[id(item)] = item
+            for h in [*self._intervals, *self._paused]:
+                found[id(h)] = h
+            live = [h for h in found.values() if h._state < SUCCEEDED]
+        if state is not None:
+            live = [h for h in live if h.state is state]
+        live.sort(key=_by_id)
+        return live
 
     def subscribe(
         self, fn: Callable[[Event], object], events: Iterable[str] | str | None = None
@@ -1748,6 +1898,10 @@ class _Later:
         if sched._closing and sched._maybe_idle():
             with sched._lock:
                 sched._closed_progress_locked()
+
+
+def _by_id(h: TaskHandle) -> int:
+    return h._id
 
 
 def _snapshot(claims: dict[Any, None]) -> tuple[Any, ...]:

@@ -399,6 +399,17 @@ class Wheel:
 
     def drain(self) -> list[TimerEntry]:
         """Remove and return every live entry, in (deadline, id) order."""
+        out = self.entries()
+        for e in out:
+            e._wslot = None
+        self._overflow.clear()
+        self._clear_lists()
+        self._count = 0
+        out.sort(key=_order)
+        return out
+
+    def entries(self) -> list[TimerEntry]:
+        """Every live entry, in no particular order, without removing any. O(n)."""
         out: list[TimerEntry] = []
         seen: set[int] = set()
         for slot in self._all_lists():
@@ -406,14 +417,7 @@ class Wheel:
                 if e._wslot is slot and id(e) not in seen:
                     seen.add(id(e))
                     out.append(e)
-        for e in self._overflow:
-            out.append(e)
-        for e in out:
-            e._wslot = None
-        self._overflow.clear()
-        self._clear_lists()
-        self._count = 0
-        out.sort(key=_order)
+        out.extend(self._overflow)
         return out
 
     # ----------------------------------------------------------------- upkeep
