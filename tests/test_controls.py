@@ -9,7 +9,7 @@ import threading
 import pytest
 from helpers import wait_until
 
-from wheeltask import Scheduler, TaskCancelled, TaskState
+from wheeltask import Retry, Scheduler, TaskCancelled, TaskState
 from wheeltask.testing import VirtualClock
 
 
@@ -284,3 +284,81 @@ def test_repr_shows_id_name_state_runs_and_next_run(clock: VirtualClock, sched: 
     h.pause()
     assert repr(h) == "<TaskHandle #1 'beat' interval=2 state=PAUSED runs=1>"
     h.cancel()
+
+
+# ------------------------------------------------------------ start deadline
+def test_one_shot_not_started_within_expires_is_cancelled(clock: VirtualClock) -> None:
+    gate = threading.Event()
+    failures: list[BaseException] = []
+    kinds: list[str] = []
+    ran: list[str] = []
+    with Scheduler(max_workers=1, clock=clock) as s:
+        s.subscribe(lambda e: kinds.append(e.kind), events=["expired", "cancelled"])
+        busy = s.post_task(gate.wait, 10)
+        wait_until(busy.running)
+        late = s.post_task(
+            ran.append, "late", expires=1, on_failure=lambda h, e: failures.append(e)
+        )
+        fine = s.post_task(ran.append, "fine", delay=1.5, expires=1)  # due at 1.5
+        clock.advance(2)  # the one worker is still busy
+        gate.set()
+        with pytest.raises(TaskCancelled, match=r"'list.append' expired: not started within 1 s"):
+            late.result(10)
+        assert fine.wait_for_finished(10)
+    assert ran == ["fine"]
+    assert len(failures) == 1 and isinstance(failures[0], TaskCancelled)
+    assert kinds == ["expired", "cancelled"]
+    st = s.stats()
+    assert (st.expired, st.cancelled, st.succeeded) == (1, 1, 2)
+
+
+def test_expired_interval_run_is_skipped_and_the_task_lives_on(clock: VirtualClock) -> None:
+    gate = threading.Event()
+    runs: list[float] = []
+    with Scheduler(max_workers=1, clock=clock) as s:
+        h = s.post_task(lambda: runs.append(clock.now()), interval=1, expires=0.5)
+        busy = s.post_task(gate.wait, 10, delay=0.9)
+        clock.advance(0.9)
+        wait_until(busy.running)
+        clock.advance(0.7)  # run due at 1.0 waits for the worker until 1.6: expired
+        gate.set()
+        wait_until(lambda: s.stats().expired == 1)
+        assert runs == [] and h.missed == 1 and h.state is TaskState.PENDING
+        clock.advance(0.4)  # due at 2.0, started at once
+        assert h.wait_for_runs(1, 10)
+        assert runs == [2.0]
+        h.cancel()
+
+
+def test_expires_applies_to_each_attempt_from_its_own_due_time(
+    clock: VirtualClock, sched: Scheduler
+) -> None:
+    attempts: list[float] = []
+
+    def flaky() -> str:
+        attempts.append(clock.now())
+        if len(attempts) == 1:
+            raise Retry(delay=10)
+        return "ok"
+
+    h = sched.post_task(flaky, delay=5, expires=0.5, retries=1)
+    clock.advance(20)
+    assert h.result() == "ok"
+    assert attempts == [5.0, 15.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "exc", "message"),
+    [
+        (-1, ValueError, r"^expires must be >= 0 seconds, got -1$"),
+        (math.nan, ValueError, r"^expires must be a finite number of seconds, got nan$"),
+        ("1", TypeError, r"^expires must be a number of seconds"),
+    ],
+)
+def test_bad_expires_changes_nothing(
+    sched: Scheduler, value: object, exc: type[Exception], message: str
+) -> None:
+    before = sched.stats()
+    with pytest.raises(exc, match=message):
+        sched.post_task(print, expires=value)
+    assert sched.stats() == before

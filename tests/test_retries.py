@@ -248,7 +248,7 @@ def test_scheduler_task_defaults_apply_unless_a_post_overrides_them(clock: Virtu
 @pytest.mark.parametrize(
     ("defaults", "exc", "message"),
     [
-        ({"key": "k"}, ValueError, r"^task_defaults takes backoff, on_failure, .*; got key$"),
+        ({"key": "k"}, ValueError, r"^task_defaults takes backoff, expires, .*; got key$"),
         ({"retries": -1}, ValueError, r"^retries must be >= 0, got -1$"),
         ({"timeout": 0}, ValueError, r"^timeout must be > 0 seconds or None, got 0$"),
         ([("retries", 1)], TypeError, r"^task_defaults must be a mapping of task options"),

@@ -23,6 +23,7 @@ EVENTS: Final = (
     "succeeded",
     "failed",
     "timed_out",
+    "expired",
     "missed",
     "cancelled",
 )
@@ -41,9 +42,10 @@ class Event:
         time: the scheduler's clock (seconds) when it happened.
         result: "succeeded": what the callback returned.
         exception: "failed", "retried" and "timed_out": the exception of the attempt
-            (``TaskTimeout`` for a timeout); "rejected": the exception the poster got.
+            (``TaskTimeout`` for a timeout); "rejected": the exception the poster got;
+            "expired": the ``TaskCancelled`` a one-shot task ends with.
         delay: "retried": seconds until the next attempt.
-        reason: "cancelled", "rejected" and "missed": why, in words.
+        reason: "cancelled", "rejected", "expired" and "missed": why, in words.
         count: "missed": how many firings were skipped at once; otherwise 1.
     """
 

@@ -79,6 +79,8 @@ class Extra:
     __slots__ = (
         "attempts",
         "backoff",
+        "due",
+        "expires",
         "interval",
         "key",
         "last",
@@ -124,6 +126,8 @@ class Extra:
         self.timeout_entry: TimeoutEntry | None = None  # on the wheel while it runs
         self.timed_out = False  # the latest attempt exceeded its timeout
         self.pause_pending = False  # pause() during an interval run: paused when it ends
+        self.expires: int | None = None  # ns after its due time a run may still start
+        self.due = 0  # clock ns the current run of an interval task was due
 
 
 @final

@@ -95,7 +95,10 @@ class Stats:
     cancelled, ``missed`` interval firings skipped, ``retried`` retries scheduled,
     ``deduplicated`` posts that found a live task with their key, ``timed_out`` runs
     that exceeded their ``timeout`` (counted in ``failed`` too). ``queued_by_priority``
-    maps each priority with queued tasks to their number, highest first. ``rejected`` counts
+    maps each priority with queued tasks to their number, highest first. ``expired``
+    counts runs not started within ``expires`` of their due time (one-shot ones are in
+    ``cancelled`` too, interval ones in ``missed``); ``paused`` the tasks paused now.
+    ``rejected`` counts
     tasks accepted and then refused before running (a post that raced ``shutdown()``);
     a post refused at once (``QueueFull``, ``SchedulerShutdown``, bad input) changes no
     count.
@@ -121,6 +124,8 @@ class Stats:
     deduplicated: int
     timed_out: int
     queued_by_priority: dict[int, int]
+    expired: int
+    paused: int
 
 
 # ----------------------------------------------------------------- validation
@@ -235,6 +240,7 @@ _TASK_OPTIONS: Final = frozenset(
         "on_retry",
         "priority",
         "timeout",
+        "expires",
     }
 )
 _ON_DUPLICATE: Final = ("return", "raise", "replace")
@@ -319,6 +325,9 @@ def _task_extra(name: object, interval: object, options: dict[str, Any]) -> Extr
             if timeout_ns <= 0:
                 raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
             extra.timeout = timeout_ns
+        expires = options.get("expires")
+        if expires is not None:
+            extra.expires = to_ns(expires, "expires")
     return extra
 
 
@@ -408,6 +417,7 @@ class Scheduler:
         self._keys_lock = threading.RLock()
         self._deduplicated = 0
         self._timed_out = 0
+        self._expired = 0
         self._rng = random.Random()  # jitter of the default backoff
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
@@ -536,6 +546,8 @@ class Scheduler:
         try:
             if immediate:  # the hot path, written out: no call but the pool's offer()
                 h._deadline = 0
+                if extra is not None and extra.expires is not None:
+                    h._deadline = self._now_ns()  # its due time, for expires=
                 h._state = QUEUED
                 if self._ev_posted and self._posted(h):
                     return h  # a listener cancelled it
@@ -830,12 +842,14 @@ class Scheduler:
             if type(h) is RetryEntry:  # the next attempt of an interval run
                 handle = h.handle
                 extra.retry_entry = None
+                extra.due = h._deadline
                 handle._state = QUEUED
                 batch.append(handle)
                 continue
             if h._state == WAITING:
                 h._state = QUEUED
                 extra.attempts = 0  # a new run: its own attempts
+                extra.due = h._deadline
                 batch.append(h)
                 overlap = 0
             else:  # the previous run is still queued or running: never overlap
@@ -967,6 +981,11 @@ class Scheduler:
         """A run of a task with options, or of any task while run events are listened
         to (see ``TaskHandle._run``; no lock held, the handle claimed)."""
         extra = h._extra
+        if extra is not None and extra.expires is not None and self._expired_now(h, extra):
+            next(finished)
+            if h._waiters is not None or (self._closing and self._maybe_idle()):
+                self._report_progress(h)
+            return
         cb: Callable[..., object] = h._cb  # type: ignore[assignment]  # claimed: callable
         timeout = None if extra is None else extra.timeout
         if timeout is not None:
@@ -996,6 +1015,39 @@ class Scheduler:
         # As in TaskHandle._run: read after the pool counted the run finished.
         if h._waiters is not None or (self._closing and self._maybe_idle()):
             self._report_progress(h)
+
+    def _expired_now(self, h: TaskHandle, extra: Extra) -> bool:
+        """A run about to start (lock not held): if more than ``expires`` has passed
+        since it was due, it does not run. A one-shot task ends CANCELLED (on_failure
+        gets the TaskCancelled); an interval task skips the run (missed) and lives on."""
+        assert extra.expires is not None
+        due = h._deadline if extra.interval is None else extra.due
+        if self._now_ns() <= due + extra.expires:
+            return False
+        reason = f"expired: not started within {extra.expires / _NS:g} s of its due time"
+        if extra.interval is None:
+            with self._lock:
+                self._expired += 1
+                token = self._finish_cancelled_locked(h, reason)
+            if token:
+                notify(h, token)
+            exc = self._cancelled_error(h)
+            if extra.on_failure is not None:
+                call_hook(extra.on_failure, h, exc)
+            else:
+                logger.warning("task %r %s", h, reason)
+            self._emit("expired", h, exception=exc, reason=reason)
+            self._emit("cancelled", h, reason=reason)
+            return True
+        with self._lock:
+            self._expired += 1
+            extra.missed += 1
+            self._missed += 1
+        self._finish_interval(h, counted=True)
+        logger.warning("task %r: a run %s", h, reason)
+        self._emit("expired", h, reason=reason)
+        self._emit("missed", h, reason=reason)
+        return True
 
     def _succeeded(self, h: TaskHandle, value: object) -> None:
         extra = h._extra
@@ -1249,6 +1301,7 @@ class Scheduler:
             else:
                 self._paused.discard(h)
                 if h._deadline <= now:  # its time has passed: it runs now
+                    h._deadline = now  # (its due time, for expires=)
                     h._state = QUEUED
                     self._pool.submit_locked(h, 0 if extra is None else extra.priority)
                     try:
@@ -1716,6 +1769,8 @@ class Scheduler:
             late_max = self._late_max
             dedup = self._deduplicated
             timed_out = self._timed_out
+            expired = self._expired
+            paused = len(self._paused)
             queued = _snapshot(pool._claims)
         by_priority: dict[int, int] = {}
         n_queued = 0  # tasks only: not the internal items that run a timeout's hooks
@@ -1736,6 +1791,8 @@ class Scheduler:
             deduplicated=dedup,
             timed_out=timed_out,
             queued_by_priority=dict(sorted(by_priority.items(), reverse=True)),
+            expired=expired,
+            paused=paused,
         )
 
     def tasks(self, state: TaskState | None = None) -> list[TaskHandle]:
