@@ -9,7 +9,7 @@ import threading
 import pytest
 from helpers import wait_until
 
-from wheeltask import Retry, Scheduler, TaskCancelled, TaskState
+from wheeltask import QueueFull, Retry, Scheduler, TaskCancelled, TaskState
 from wheeltask.testing import VirtualClock
 
 
@@ -362,3 +362,96 @@ def test_bad_expires_changes_nothing(
     with pytest.raises(exc, match=message):
         sched.post_task(print, expires=value)
     assert sched.stats() == before
+
+
+# ------------------------------------------------------------------ resize
+def test_pond_resize_cases() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=5) as s:
+        handles = [s.post_task(gate.wait, 10) for _ in range(10)]
+        wait_until(lambda: s.stats().running == 5)
+        assert s.stats().queued == 5
+        s.resize(10)  # the queued ones start at once
+        wait_until(lambda: s.stats().running == 10)
+        gate.set()
+        for h in handles:
+            assert h.wait_for_finished(10)
+        s.resize(2)
+        wait_until(lambda: s.stats().workers == 2)  # the idle surplus left
+        gate.clear()
+        seen: list[int] = []
+        lock = threading.Lock()
+        running = [0]
+
+        def job() -> None:
+            with lock:
+                running[0] += 1
+                seen.append(running[0])
+            gate.wait(0.02)
+            with lock:
+                running[0] -= 1
+
+        more = [s.post_task(job) for _ in range(10)]
+        for h in more:
+            assert h.wait_for_finished(10)
+        assert max(seen) <= 2
+        assert s.stats().workers <= 2
+
+
+def test_shrinking_lets_running_tasks_finish(clock: VirtualClock) -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=4) as s:
+        handles = [s.post_task(gate.wait, 10) for _ in range(4)]
+        wait_until(lambda: s.stats().running == 4)
+        s.resize(1)
+        assert s.stats().running == 4  # nothing is interrupted
+        queued = [s.post_task(lambda: None) for _ in range(3)]
+        gate.set()
+        for h in [*handles, *queued]:
+            assert h.wait_for_finished(10)
+        wait_until(lambda: s.stats().workers == 1)
+
+
+def test_a_smaller_queue_size_keeps_queued_work() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1, queue_size=10, on_full="raise") as s:
+        busy = s.post_task(gate.wait, 10)
+        wait_until(busy.running)
+        queued = [s.post_task(lambda: 1) for _ in range(6)]
+        s.resize(queue_size=2)
+        assert s.stats().queued == 6
+        with pytest.raises(QueueFull):
+            s.post_task(lambda: 1)
+        gate.set()
+        assert all(h.result(10) == 1 for h in queued)
+        s.resize(queue_size=20)
+        s.post_task(lambda: 1).result(10)
+
+
+def test_manual_scheduler_resize_changes_the_queue_bound(sched: Scheduler) -> None:
+    sched.resize(3, queue_size=1)
+    sched.post_task(print)
+    with pytest.raises(QueueFull):
+        sched.post_task(print)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "exc", "message"),
+    [
+        ((0,), {}, ValueError, r"^max_workers must be >= 1, got 0$"),
+        ((2.0,), {}, TypeError, r"^max_workers must be an int, got float 2.0$"),
+        ((), {"queue_size": 0}, ValueError, r"^queue_size must be >= 1, got 0$"),
+        ((1,), {}, ValueError, r"^max_workers must be >= min_workers \(2\), got 1$"),
+    ],
+)
+def test_bad_resize_changes_nothing(
+    args: tuple[object, ...], kwargs: dict[str, object], exc: type[Exception], message: str
+) -> None:
+    with Scheduler(max_workers=3, min_workers=2) as s:
+        with pytest.raises(exc, match=message):
+            s.resize(*args, **kwargs)  # type: ignore[arg-type]
+        gate = threading.Event()
+        hs = [s.post_task(gate.wait, 10) for _ in range(3)]
+        wait_until(lambda: s.stats().running == 3)  # still three workers
+        gate.set()
+        assert all(h.wait_for_finished(10) for h in hs)

@@ -40,6 +40,8 @@ logger = logging.getLogger("wheeltask")
 _STOP: Final = object()
 # Put in the queue for each item placed in the priority heap: "take the heap's top".
 _TOKEN: Final = object()
+# Put in the queue by a resize() that shrinks the pool: "leave if the pool is too big".
+_RETIRE: Final = object()
 # Key offset of a priority-0 item moved from the queue into the heap: ahead of every
 # priority-0 item posted into the heap (those are newer), in the order moved.
 _FRONT: Final = -(1 << 62)
@@ -203,6 +205,7 @@ class WorkerPool(_Pool):
         self._free_slots = list(range(max_workers - 1, -1, -1))
         self._not_full = threading.Condition(lock)
         self._blocked = 0  # posters waiting in on_full="block"
+        self._shrinking = False  # resize() lowered max_workers: surplus threads leave
         self.workers = 0
         self._closed = False
         # Called after a worker skipped a cancelled item (its owner may be waiting for
@@ -377,6 +380,10 @@ class WorkerPool(_Pool):
                     self.workers -= 1
                     self._leave_locked(me, slot)
                 return
+            if item is _RETIRE:
+                if self._retire(me, slot):
+                    return
+                continue
             work = cast(WorkItem, item)
             # Counted busy and running *before* the claim: from the moment an item
             # leaves the claims it is never counted nowhere (a post deciding whether to
@@ -401,6 +408,8 @@ class WorkerPool(_Pool):
             me.wheeltask_item = None
             busy[slot] = False
             del item, work
+            if self._shrinking and self._retire(me, slot):
+                return
 
     def _behind(self, item: object) -> bool:
         """A priority-0 item taken from the queue: if an item of higher priority waits
@@ -414,6 +423,38 @@ class WorkerPool(_Pool):
             heapq.heappush(self._heap, (0, next(self._front), cast("WorkItem", item)))
             self._queue.put(_TOKEN)
         return higher
+
+    def _retire(self, me: threading.Thread, slot: int) -> bool:
+        """After resize() shrank the pool: leave (True) while it has too many threads."""
+        with self._lock:
+            if self.workers > self._max_workers:
+                self.workers -= 1
+                self._leave_locked(me, slot)
+                return True
+            self._shrinking = False
+            return False
+
+    def resize_locked(self, max_workers: int | None, queue_size: int | None) -> None:
+        """New bounds. More threads start at once for queued items; surplus threads
+        leave as they go idle (a running item completes); queued items stay queued
+        whatever the new ``queue_size`` (new posts see the new bound)."""
+        if queue_size is not None:
+            self._queue_size = queue_size
+            self.release_blocked_locked()  # they re-check against the new bound
+        if max_workers is None:
+            return
+        grow = max_workers - len(self._busy)
+        if grow > 0:  # in place: each worker holds a reference to the list
+            self._free_slots[:0] = range(len(self._busy) + grow - 1, len(self._busy) - 1, -1)
+            self._busy.extend([False] * grow)
+        self._max_workers = max_workers
+        surplus = self.workers - max_workers
+        if surplus > 0 and not self._closed:
+            self._shrinking = True
+            for _ in range(surplus):
+                self._queue.put(_RETIRE)  # idle threads get one at once
+        else:
+            self.ensure_workers_locked()
 
     def _leave_locked(self, me: threading.Thread, slot: int) -> None:
         self._threads.discard(me)
@@ -501,6 +542,11 @@ class InlinePool(_Pool):
             self.run_in_caller(item)
             n += 1
         return n
+
+    def resize_locked(self, max_workers: int | None, queue_size: int | None) -> None:
+        """Only ``queue_size`` means anything here (items run on the test's thread)."""
+        if queue_size is not None:
+            self._queue_size = queue_size
 
     def ensure_workers_locked(self) -> None:
         """Nothing to start: items run when the test says so."""

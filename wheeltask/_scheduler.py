@@ -1730,6 +1730,39 @@ class Scheduler:
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown(wait=True)
 
+    # ------------------------------------------------------------------ resize
+    def resize(self, max_workers: int | None = None, *, queue_size: int | None = None) -> None:
+        """Change the pool's bounds while it runs (pond's ``Resize``).
+
+        Args:
+            max_workers: at most this many callbacks at once from now on. Growing
+                starts threads at once for queued tasks; shrinking lets running tasks
+                finish and retires the surplus threads as they go idle.
+            queue_size: the new bound on tasks waiting for a worker. Tasks already
+                queued stay queued, even beyond a smaller bound; new posts see it.
+
+        Raises:
+            TypeError, ValueError: a bound that is not an int >= 1, or a
+                ``max_workers`` below ``min_workers``. Nothing is changed then.
+        """
+        if max_workers is not None:
+            _check_int(max_workers, "max_workers", 1)
+            low = self._options["min_workers"]
+            if max_workers < low:
+                raise ValueError(f"max_workers must be >= min_workers ({low}), got {max_workers}")
+        if queue_size is not None:
+            _check_int(queue_size, "queue_size", 1)
+        with self._lock:
+            if max_workers is not None:
+                self._options["max_workers"] = max_workers
+            if queue_size is not None:
+                self._options["queue_size"] = queue_size
+                self._queue_size = queue_size
+            try:
+                self._pool.resize_locked(max_workers, queue_size)
+            except RuntimeError:  # a thread could not start: the others run the queue
+                logger.exception("wheeltask: could not start a worker thread")
+
     # ------------------------------------------------------------------ groups
     def group(self) -> TaskGroup:
         """A new :class:`TaskGroup` of tasks on this scheduler::
