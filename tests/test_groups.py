@@ -180,3 +180,51 @@ def test_module_level_group_uses_the_default_scheduler() -> None:
         new, _ = _swap_default(*old)
         assert new is not None
         new.shutdown()
+
+
+# ------------------------------------------------------ regressions (review)
+def test_wait_raises_a_timeout_even_before_its_hooks_have_run() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1) as s:  # the one worker stays in the timed-out run
+        g = s.group()
+        g.post_task(gate.wait, 10, timeout=0.05)
+        later = g.post_task(print, delay=30)
+        with pytest.raises(wheeltask.TaskTimeout):
+            g.wait(10)
+        assert later.cancelled()  # the failure cancelled what had not started
+        gate.set()
+
+
+def test_wait_never_misses_a_failure_that_races_it() -> None:
+    missed = 0
+    with Scheduler(max_workers=4) as s:
+        for _ in range(200):
+            g = s.group()
+            g.post_task(lambda: 1 / 0)
+            try:
+                g.wait(10)
+            except ZeroDivisionError:
+                continue
+            missed += 1
+    assert missed == 0
+
+
+def test_a_keyed_replace_inside_a_group_is_not_a_failure(sched: Scheduler) -> None:
+    ran: list[str] = []
+    g = sched.group()
+    g.post_task(ran.append, "first", key="k", delay=1)
+    g.post_task(ran.append, "second", key="k", on_duplicate="replace", delay=1)
+    assert g.wait() is True
+    assert ran == ["second"]
+
+
+def test_a_task_returned_by_a_keyed_post_is_not_cancelled_by_the_group(
+    sched: Scheduler,
+) -> None:
+    outside = sched.post_task(print, key="shared", delay=5)
+    g = sched.group()
+    assert g.post_task(print, key="shared") is outside
+    g.post_task(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        g.wait()
+    assert outside.state.name == "SUCCEEDED"  # waited for, never cancelled by the group

@@ -9,7 +9,7 @@ import pytest
 from freezegun import freeze_time
 
 import wheeltask
-from wheeltask import TaskCancelled
+from wheeltask import TaskCancelled, _default
 from wheeltask.testing import FrozenClock, VirtualClock, manual_scheduler
 
 
@@ -218,3 +218,21 @@ def test_manual_shutdown_timeout_runs_what_falls_due_within_it() -> None:
     later = s.post_task(lambda: "late", delay=1)
     assert s.shutdown(timeout=0.004) is False
     assert h.result() == "ran" and later.cancelled()
+
+
+@pytest.fixture
+def configured_clock(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> VirtualClock:
+    monkeypatch.setattr(_default, "_options", {"task_defaults": {"retries": 2}})
+    clock: VirtualClock = request.getfixturevalue("wheeltask_clock")
+    return clock
+
+
+def test_fixture_applies_what_configure_set(configured_clock: VirtualClock) -> None:
+    def always() -> None:
+        raise wheeltask.Retry(delay=1)
+
+    h = wheeltask.post_task(always)
+    configured_clock.run_until_idle()
+    assert h.attempts == 3  # retries=2 from configure(task_defaults=...)

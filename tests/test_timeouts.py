@@ -342,3 +342,55 @@ def test_timed_run_goes_on_without_a_timer_thread(
     assert "no timer thread for the timeout" in caplog.text
     wait_until(lambda: s.stats().running == 0)
     assert s.shutdown(timeout=10)
+
+
+def test_in_task_shutdown_after_its_own_timeout_fired_returns(clock: VirtualClock) -> None:
+    s = Scheduler(max_workers=1, clock=clock)
+    started = threading.Event()
+    proceed = threading.Event()
+    returned: list[bool] = []
+
+    def task() -> None:
+        started.set()
+        proceed.wait(10)
+        returned.append(s.shutdown())  # its timeout's hooks wait for this very worker
+
+    hooked: list[BaseException] = []
+    h = s.post_task(task, timeout=1, on_failure=lambda h, e: hooked.append(e))
+    assert started.wait(10)
+    clock.advance(1)
+    assert h.wait_for_finished(10)  # timed out; the hook item is queued
+    proceed.set()
+    wait_until(lambda: returned)
+    assert returned == [True]
+    wait_until(lambda: hooked)  # run by the worker once its task returned
+    assert isinstance(hooked[0], TaskTimeout)
+
+
+def test_a_timeout_armed_after_the_timer_thread_left_still_fires() -> None:
+    # The window: a worker has taken a timed task from the queue but not yet armed its
+    # timeout when a shutdown lets the timer thread leave.
+    s = Scheduler(max_workers=2)
+    s.post_task(print, "", delay=0.01).wait_for_finished(5)  # the timer thread exists
+    in_window = threading.Event()
+    go_on = threading.Event()
+    original = s._start_timed_attempt
+
+    def slow_start(*args: object) -> None:
+        in_window.set()
+        go_on.wait(10)
+        original(*args)  # type: ignore[arg-type]
+
+    s._start_timed_attempt = slow_start  # type: ignore[method-assign]
+    gate = threading.Event()
+    h = s.post_task(gate.wait, 10, timeout=0.05)
+    assert in_window.wait(10)
+    closer = threading.Thread(target=s.shutdown, kwargs={"timeout": 20})
+    closer.start()
+    wait_until(lambda: s._timer_left)
+    go_on.set()
+    assert h.wait_for_finished(5)  # a new timer thread fired it
+    with pytest.raises(TaskTimeout):
+        h.result()
+    gate.set()
+    closer.join(20)

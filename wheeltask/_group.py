@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, final
 
 from ._clock import real_monotonic
 from ._errors import TaskCancelled
-from ._handle import CANCELLED, FAILED, Failure, TaskHandle
+from ._handle import CANCELLED, FAILED, REPLACED, Failure, TaskHandle
+from ._pool import count_value
 
 if TYPE_CHECKING:
     import datetime
@@ -31,13 +32,16 @@ class TaskGroup:
     Thread-safe.
     """
 
-    __slots__ = ("__weakref__", "_error", "_handles", "_lock", "_sched")
+    __slots__ = ("__weakref__", "_error", "_foreign", "_handles", "_lock", "_sched")
 
     def __init__(self, scheduler: Scheduler) -> None:
         self._sched = scheduler
         self._lock = threading.Lock()
         self._handles: list[TaskHandle] = []
         self._error: BaseException | None = None  # the first failure, or TaskCancelled
+        # Live tasks a keyed post returned (posted outside the group): waited for, never
+        # cancelled by the group.
+        self._foreign: set[int] = set()
 
     def post_task(
         self,
@@ -65,9 +69,12 @@ class TaskGroup:
         error = self._error
         if error is not None:
             raise error
+        first_new_id = count_value(self._sched._ids)
         h = self._sched.post_task(cb, *args, delay=delay, name=name, **options)
         with self._lock:
             self._handles.append(h)
+            if h._id < first_new_id:  # a keyed post returned an existing task
+                self._foreign.add(h._id)
             late = self._error is not None  # failed or cancelled during the post
         if late:
             self._sched._cancel(h, "cancelled with its group")
@@ -81,6 +88,8 @@ class TaskGroup:
             error: BaseException = outcome.exc if type(outcome) is Failure else RuntimeError()
             reason = f"cancelled: {h.name!r} of its group failed"
         elif st == CANCELLED:
+            if self._sched._cancel_reason(h) == REPLACED:
+                return  # a keyed post of the group replaced it: the new task counts
             error = self._sched._cancelled_error(h)
             reason = "cancelled with its group"
         else:
@@ -89,7 +98,7 @@ class TaskGroup:
             if self._error is not None:
                 return
             self._error = error
-            others = [x for x in self._handles if x is not h]
+            others = [x for x in self._handles if x is not h and x._id not in self._foreign]
         for x in others:
             self._sched._cancel(x, reason)
 
@@ -100,7 +109,7 @@ class TaskGroup:
         with self._lock:
             if self._error is None:
                 self._error = TaskCancelled("the group was cancelled by cancel()")
-            handles = list(self._handles)
+            handles = [h for h in self._handles if h._id not in self._foreign]
         for h in handles:
             self._sched._cancel(h, "cancelled with its group")
 
@@ -137,6 +146,9 @@ class TaskGroup:
                     return False
             except TaskCancelled:
                 pass
+            # Its done callback may not have run yet (a timeout's runs on a worker, and
+            # a failure is visible before its callbacks are called): record it here.
+            self._task_done(h)
         if self._error is not None:
             raise self._error
         return True

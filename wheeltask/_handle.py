@@ -51,6 +51,8 @@ PAUSED: Final = 3
 SUCCEEDED: Final = 4
 FAILED: Final = 5
 CANCELLED: Final = 6
+# Why a keyed task was cancelled by a post with on_duplicate="replace".
+REPLACED: Final = "replaced by a new task with the same key"
 _PUBLIC: Final = (
     TaskState.PENDING,
     TaskState.PENDING,

@@ -33,6 +33,7 @@ from ._handle import (
     FAILED,
     PAUSED,
     QUEUED,
+    REPLACED,
     RUNNING,
     SUCCEEDED,
     WAITING,
@@ -429,6 +430,7 @@ class Scheduler:
         self._observed = False
         self._armed_timeouts = 0  # TimeoutEntry objects on the wheel
         self._orphans: list[_Later] = []  # see _run_orphans_unlocked
+        self._later_queued = 0  # _Later items in the run queue
         _live.add(self)
         self._task_defaults: dict[str, Any] | None = opts["task_defaults"]
         if self._task_defaults is not None:
@@ -579,6 +581,8 @@ class Scheduler:
             lock = self._lock
             lock.acquire()  # explicit acquire/release: half the cost of `with` here
             try:
+                if h._state == CANCELLED:  # by another thread, since a "posted" listener
+                    return h
                 if self._closing:
                     self._id_gaps += 1
                     raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
@@ -692,7 +696,7 @@ class Scheduler:
                     self._deduplicated += 1
         if old is not None:  # "replace": a pending one is cancelled, a running one ends
             # Outside the keys lock: cancelling calls done callbacks and listeners.
-            self._cancel(old, "replaced by a new task with the same key")
+            self._cancel(old, REPLACED)
         return h
 
     def _release_key(self, h: TaskHandle) -> None:
@@ -792,8 +796,9 @@ class Scheduler:
                             self._run_orphans_unlocked()
                     # Leave once nothing is left to fire and nothing queued could arm
                     # a timeout (if one is armed later, a new timer thread starts).
-                    if self._closing and not len(wheel) and not self._pool.queued:
+                    if self._closing and not len(wheel) and self._pool.queued == self._later_queued:
                         self._timer_left = True
+                        self._wake_tick = _INF  # any timeout armed now starts a new one
                         break
                     nd = wheel.next_deadline()
                     if nd is None:
@@ -881,6 +886,7 @@ class Scheduler:
                 else:
                     batch.append(_Later(self, later))
                     priorities.append(_LATER_PRIORITY)
+                    self._later_queued += 1
         try:
             pool.submit_many_locked(batch, priorities)
         except RuntimeError:
@@ -1216,7 +1222,10 @@ class Scheduler:
             raise ValueError(
                 f"interval must be None to reschedule a one-shot task, got {interval!r}"
             )
-        delay_ns = None if delay is None else to_ns(delay, "delay")
+        if type(delay) is float and 0.0 <= delay <= MAX_DELAY:  # common, fast
+            delay_ns: int | None = round(delay * _NS)
+        else:
+            delay_ns = None if delay is None else to_ns(delay, "delay")
         iv_ns = None
         if interval is not None:
             iv_ns = to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS)
@@ -1380,7 +1389,8 @@ class Scheduler:
     def _closed_progress_locked(self) -> None:
         # After shutdown(): wake its waiters once all is done, and let the threads go
         # (shutdown(wait=False) returns before that).
-        if self._timer is not None and not len(self._wheel) and not self._pool.queued:
+        pool = self._pool
+        if self._timer is not None and not len(self._wheel) and pool.queued == self._later_queued:
             self._cond.notify()  # nothing left that needs a timer: it can leave now
         if self._is_idle_locked(len(self._closers)):
             self._idle_cond.notify_all()
@@ -1391,7 +1401,7 @@ class Scheduler:
         """Racy pre-check (no lock) for a finishing task: could shutdown() be done?"""
         pool = self._pool
         return (
-            not pool.queued
+            pool.queued == self._later_queued
             and len(self._wheel) == self._armed_timeouts
             and pool.running <= len(self._closers)
         )
@@ -1655,9 +1665,15 @@ class Scheduler:
 
     def _is_idle_locked(self, own: int) -> bool:
         # A run's timeout does not make the scheduler busy: the run itself does (and
-        # a task inside shutdown() does not wait for its own timeout).
+        # a task inside shutdown() does not wait for its own timeout). Nor do queued
+        # _Later items: they run before the workers stop (and a task inside shutdown()
+        # may hold the only worker).
         pool = self._pool
-        return len(self._wheel) == self._armed_timeouts and not pool.queued and pool.running <= own
+        return (
+            len(self._wheel) == self._armed_timeouts
+            and pool.queued == self._later_queued
+            and pool.running <= own
+        )
 
     def _cancel_all_locked(self, reason: str) -> list[tuple[Any, list[Any] | None]]:
         """Cancel every task that has not started (lock held). Returns what to do once
@@ -1679,6 +1695,7 @@ class Scheduler:
             tokens.append((h, self._cancel_locked(h, reason)[1]))
         for item in self._pool.drain_locked():  # each one taken back from the queue
             if type(item) is _Later:  # hooks of timed-out runs: run by the caller
+                self._later_queued -= 1
                 tokens.append((item, None))
                 continue
             assert isinstance(item, TaskHandle)
@@ -1953,6 +1970,7 @@ class Scheduler:
         self._wheel = Wheel(TICK_NS, self._now_ns() // TICK_NS)
         self._armed_timeouts = 0  # the runs they timed are the parent's
         self._orphans = []
+        self._later_queued = 0
         self._pool = self._make_pool()
         self._offer = self._pool.offer
         with self._lock:
@@ -1982,9 +2000,11 @@ class _Later:
         self._calls = []
 
     def _run(self, finished: itertools.count[int]) -> None:
+        sched = self._sched
+        with sched._lock:
+            sched._later_queued -= 1
         self.run_calls()
         next(finished)
-        sched = self._sched
         if sched._closing and sched._maybe_idle():
             with sched._lock:
                 sched._closed_progress_locked()

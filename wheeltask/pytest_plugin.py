@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from . import _default
 from ._default import _swap_default
 from .testing import VirtualClock, manual_scheduler
 
@@ -19,7 +20,9 @@ def wheeltask_clock() -> Iterator[VirtualClock]:
     scheduler is put back afterwards and anything still pending is cancelled.
     """
     clock = VirtualClock()
-    scheduler = manual_scheduler(clock=clock, name="wheeltask-test")
+    # What wheeltask.configure() set applies here too (task_defaults, queue_size ...).
+    options = {k: v for k, v in _default._options.items() if k not in ("clock", "name")}
+    scheduler = manual_scheduler(clock=clock, name="wheeltask-test", **options)
     previous = _swap_default(scheduler)
     try:
         yield clock
