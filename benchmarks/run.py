@@ -33,6 +33,7 @@ import wheeltask
 SECTIONS: dict[str, Callable[[Config], Section]] = {
     "post-cancel": timers.post_cancel,
     "memory": timers.memory,
+    "reschedule": timers.reschedule,
     "pool": throughput.pool,
     "lateness": firing.lateness,
     "burst": firing.burst,

@@ -33,6 +33,9 @@ from timer_peers import (
     available,
 )
 
+from wheeltask import MonotonicClock
+from wheeltask.testing import manual_scheduler
+
 PROBE = Path(__file__).with_name("memory_probe.py")
 REF = "wheeltask"
 INSERT_GOAL = 2.0  # asyncio call_later cost / wheeltask post cost, at every N
@@ -233,6 +236,74 @@ def memory(cfg: Config) -> Section:
         f"- {' and '.join(PEERS[k].label for k, _ in slow_jobs)}: measured at "
         f"N = {cfg.slow_peer_n:,}. threading.Timer's delays are moved 1 h later, so that "
         "its threads keep them pending; thread stacks are not traced.",
+        "",
+        goal.line(),
+    ]
+    return Section("\n".join(md), [goal])
+
+
+RESCHEDULE_GOAL = 1.5  # reschedule cost / (cancel + post_task) cost, at most
+
+
+def noop() -> None:
+    pass
+
+
+def _reschedule_once(op: str, delays: Sequence[float], samples: Samples) -> None:
+    """Post N timers, then move each one: by reschedule(), or by cancel() and a new
+    post_task() (what a user without reschedule does). ns per moved timer."""
+    n = len(delays)
+    s = manual_scheduler(clock=MonotonicClock())
+    try:
+        handles = [s.post_task(noop, delay=d) for d in delays]
+        later = [d * 1.5 for d in delays]
+        clean_heap()
+        if op == "reschedule":
+            t0 = time.perf_counter()
+            for h, d in zip(handles, later, strict=True):
+                h.reschedule(d)
+            elapsed = time.perf_counter() - t0
+        else:
+            post = s.post_task
+            t0 = time.perf_counter()
+            for i, d in enumerate(later):
+                handles[i].cancel()
+                handles[i] = post(noop, delay=d)
+            elapsed = time.perf_counter() - t0
+        samples.add(op, n, elapsed * 1e9 / n)
+        del handles
+    finally:
+        s.shutdown(wait=False, cancel_pending=True)
+    clean_heap()
+
+
+def reschedule(cfg: Config) -> Section:
+    """Moving a pending timer: reschedule() against cancel() + post_task()."""
+    sizes = cfg.timer_sizes[:2]
+    ops = ["reschedule", "cancel + post"]
+    samples = Samples()
+    for n in sizes:
+        delays = log_uniform_delays(n)
+        reps = cfg.micro_reps
+        log(f"reschedule: {n:,} timers x {reps} reps")
+        for _, op in interleaved(ops, reps):
+            _reschedule_once(op, delays, samples)
+    ratios = [ratio(samples.get("reschedule", n), samples.get("cancel + post", n)) for n in sizes]
+    goal = Goal(
+        f"reschedule at most {RESCHEDULE_GOAL:g}x a cancel plus a post_task "
+        f"(at {' / '.join(f'{n:,}' for n in sizes)})",
+        " / ".join(times(r) for r in ratios) + " (reschedule ns / cancel + post ns)",
+        max(ratios) <= RESCHEDULE_GOAL,
+    )
+    rows = [[op, *(cell(samples.get(op, n)) for n in sizes)] for op in ops]
+    md = [
+        f"## 3b. Moving a pending timer (ns per timer; median of {cfg.micro_reps} reps (min-max))",
+        "",
+        "N timers are posted on a `manual_scheduler(clock=MonotonicClock())`, then each "
+        "is moved to 1.5x its delay: with `handle.reschedule(delay)`, or with "
+        "`handle.cancel()` and a new `post_task` (a new handle).",
+        "",
+        table(["way", *(f"{n:,} timers" for n in sizes)], rows),
         "",
         goal.line(),
     ]

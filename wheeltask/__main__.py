@@ -110,6 +110,8 @@ def _demo(speed: float) -> int:
         name="export",
         on_failure=lambda h, exc: say(f"export failed at its deadline: {exc}"),
     )
+    reminder = post(say, "reminder: moved from 3.0 s to 1.3 s by reschedule()", delay=t(3.0))
+    moved = reminder.reschedule(t(1.3))
     again = post(say, "keyed task 'report:7' ran (once)", delay=t(2.2), key="report:7")
     same = post(say, "never printed", key="report:7")  # that key is live: no second task
 
@@ -147,6 +149,10 @@ def _demo(speed: float) -> int:
         for n in (64, 128, 256):
             g.post_task(sizes.append, n, priority=n)
     say(f"group of 3 thumbnails done: {sorted(sizes)}; export timed out: {export.timed_out()}")
+    say(f"reminder.reschedule(1.3 s) returned {moved}; pause the heartbeat: {hb.pause()}")
+    time.sleep(t(0.9))
+    hb.resume()
+    say(f"heartbeat resumed on its grid; beats due while paused were skipped: missed={hb.missed}")
     upload.wait_for_finished(timeout=t(3))
     time.sleep(max(0.0, t(3.2) - (time.monotonic() - start)))
     say(f"status: {status()}")
