@@ -37,11 +37,25 @@ OnFull = Literal["block", "raise", "caller_runs"]
 
 logger = logging.getLogger("wheeltask")
 
-_STOP: Final = object()
+
+class _Signal:
+    """What the queue carries besides work items (one type check tells them apart)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+# "Leave once the items queued before this one are done" (shutdown).
+_STOP: Final = _Signal("stop")
 # Put in the queue for each item placed in the priority heap: "take the heap's top".
-_TOKEN: Final = object()
+_TOKEN: Final = _Signal("token")
 # Put in the queue by a resize() that shrinks the pool: "leave if the pool is too big".
-_RETIRE: Final = object()
+_RETIRE: Final = _Signal("retire")
 # Key offset of a priority-0 item moved from the queue into the heap: ahead of every
 # priority-0 item posted into the heap (those are newer), in the order moved.
 _FRONT: Final = -(1 << 62)
@@ -191,7 +205,7 @@ class WorkerPool(_Pool):
         self._idle_timeout = idle_timeout
         self._on_full: OnFull = on_full
         self._name = name
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Signal | WorkItem] = queue.SimpleQueue()
         self._heap: list[tuple[int, int, WorkItem]] = []
         self._seq = itertools.count()
         self._front = itertools.count(_FRONT)
@@ -350,7 +364,7 @@ class WorkerPool(_Pool):
     def _worker(self, slot: int) -> None:
         get = self._queue.get
         heap = self._heap
-        token = _TOKEN
+        signal = _Signal
         claim = self._claims.pop
         busy = self._busy
         started = self._started
@@ -368,23 +382,24 @@ class WorkerPool(_Pool):
                         return
                     self.workers += 1
                 continue
-            if item is token:
-                try:
-                    item = heapq.heappop(heap)[2]
-                except IndexError:  # pragma: no cover - one token per heap entry
-                    continue
-            elif heap and item is not _STOP and self._behind(item):
-                continue
-            if item is _STOP:
-                with self._lock:
-                    self.workers -= 1
-                    self._leave_locked(me, slot)
-                return
-            if item is _RETIRE:
-                if self._retire(me, slot):
+            if type(item) is signal:
+                if item is _TOKEN:
+                    try:
+                        item = heapq.heappop(heap)[2]
+                    except IndexError:  # pragma: no cover - one token per heap entry
+                        continue
+                elif item is _STOP:
+                    with self._lock:
+                        self.workers -= 1
+                        self._leave_locked(me, slot)
                     return
+                else:  # _RETIRE
+                    if self._retire(me, slot):
+                        return
+                    continue
+            elif heap and self._behind(item):
                 continue
-            work = cast(WorkItem, item)
+            work: WorkItem = item  # type: ignore[assignment]  # not a signal: an item
             # Counted busy and running *before* the claim: from the moment an item
             # leaves the claims it is never counted nowhere (a post deciding whether to
             # start a thread, or a shutdown() deciding whether all is done, would be
