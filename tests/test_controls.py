@@ -455,3 +455,60 @@ def test_bad_resize_changes_nothing(
         wait_until(lambda: s.stats().running == 3)  # still three workers
         gate.set()
         assert all(h.wait_for_finished(10) for h in hs)
+
+
+# ------------------------------------------------------ regressions (review)
+def test_resume_after_cancelling_a_task_paused_mid_run_raises(clock: VirtualClock) -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=2, clock=clock) as s:
+        h = s.post_task(gate.wait, 10, interval=1)
+        clock.advance(1)
+        wait_until(h.running)
+        assert h.pause()  # pending: paused when the run ends
+        assert h.cancel()
+        assert not h.pause()  # cancelled: nothing to pause
+        with pytest.raises(RuntimeError, match="not paused"):
+            h.resume()
+        gate.set()
+        wait_until(h.done)
+        assert h.cancelled()
+        with pytest.raises(RuntimeError, match="not paused"):
+            h.resume()
+        assert s.stats().pending == 0
+    assert s.shutdown(timeout=5)
+
+
+@pytest.mark.parametrize("delay", [None, 1.0])
+def test_pause_or_reschedule_from_a_posted_listener_changes_nothing(
+    clock: VirtualClock, sched: Scheduler, delay: float | None
+) -> None:
+    answers: list[bool] = []
+    sched.subscribe(
+        lambda e: answers.extend([e.handle.pause(), e.handle.reschedule(5)]), events=["posted"]
+    )
+    ran: list[int] = []
+    h = sched.post_task(ran.append, 1, delay=delay)
+    clock.advance(2)
+    assert answers == [False, False]
+    assert ran == [1] and h.done()
+    st = sched.stats()
+    assert (st.pending, st.paused, st.succeeded, st.failed) == (0, 0, 1, 0)
+
+
+def test_pausing_an_interval_task_whose_run_is_queued_counts_that_run_missed(
+    clock: VirtualClock,
+) -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1, clock=clock) as s:
+        busy = s.post_task(gate.wait, 10)
+        wait_until(busy.running)
+        runs: list[float] = []
+        h = s.post_task(lambda: runs.append(clock.now()), interval=1)
+        clock.advance(1)
+        wait_until(lambda: s.stats().queued == 1)  # its run waits for the worker
+        assert h.pause()
+        assert h.missed == 1 and s.stats().missed == 1
+        gate.set()
+        assert busy.wait_for_finished(10)
+        assert runs == [] and h.state is TaskState.PAUSED
+        h.cancel()

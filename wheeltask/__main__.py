@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import runpy
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import wheeltask
 
@@ -175,7 +177,33 @@ def _demo(speed: float) -> int:
     return 0 if ok else 1
 
 
+def _bench(argv: list[str]) -> int:
+    """``python -m wheeltask bench ...``: the suite in ``benchmarks/`` of a checkout."""
+    candidates = [
+        Path(__file__).resolve().parent.parent / "benchmarks",  # editable install, checkout
+        Path.cwd() / "benchmarks",
+    ]
+    for folder in candidates:
+        if (folder / "run.py").is_file() and (folder / "common.py").is_file():
+            break
+    else:
+        print(
+            "python -m wheeltask bench: the benchmark suite is in the source checkout, not "
+            "in the installed package: git clone the project, then from its folder run "
+            "pip install -e '.[bench]' && python -m wheeltask bench",
+            file=sys.stderr,
+        )
+        return 2
+    sys.path.insert(0, str(folder))
+    suite = runpy.run_path(str(folder / "run.py"), run_name="wheeltask_bench")
+    result: int = suite["main"](argv)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["bench"]:  # its own parser: --help, and exit code 2 on bad input
+        return _bench(args_in[1:])
     parser = argparse.ArgumentParser(
         prog="python -m wheeltask",
         description="wheeltask: delayed and periodic background tasks on timing wheels.",
@@ -186,7 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--speed", type=float, default=1.0, help="run the tour this many times faster"
     )
     sub.add_parser("version", help="print the installed version")
-    args = parser.parse_args(argv)
+    sub.add_parser(
+        "bench",
+        help="the benchmark suite against asyncio, sched, ThreadPoolExecutor ... "
+        "(from a checkout; bench --help for its options)",
+    )
+    args = parser.parse_args(args_in)
     if args.command == "demo":
         if not args.speed > 0:
             parser.error("--speed must be > 0")

@@ -406,7 +406,9 @@ class WorkerPool(_Pool):
             # wrong for that instant).
             busy[slot] = True
             next(started)
+            me.wheeltask_item = work  # for current_task(), and Scheduler.tasks()
             if claim(work, 1) is not None:  # cancelled while it waited
+                me.wheeltask_item = None
                 next(finished)
                 busy[slot] = False
                 if self.on_skip is not None:
@@ -415,7 +417,6 @@ class WorkerPool(_Pool):
             if self._blocked:
                 with self._lock:
                     self._not_full.notify_all()
-            me.wheeltask_item = work  # for current_task()
             try:
                 work._run(finished)
             except BaseException:  # a done callback's SystemExit must not kill a worker

@@ -1231,8 +1231,8 @@ class Scheduler:
             iv_ns = to_ns(interval, "interval", minimum_ns=_MIN_INTERVAL_NS)
         with self._lock:
             st = h._state
-            if st >= SUCCEEDED:
-                return False
+            if st >= SUCCEEDED or (st == WAITING and h._wslot is None):
+                return False  # done, or being posted (a "posted" listener)
             now = self._now_ns()
             if not periodic:
                 if st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
@@ -1261,20 +1261,25 @@ class Scheduler:
         extra = h._extra
         with self._lock:
             st = h._state
+            if st >= SUCCEEDED or (extra is not None and extra.stop is not None):
+                return False  # done, or cancelled with its last run still going
             if st == PAUSED or (extra is not None and extra.pause_pending):
                 return True
-            if st >= SUCCEEDED or self._closing:
-                return False  # (a shutdown cancels paused tasks: none is paused after)
+            if self._closing or (st == WAITING and h._wslot is None):
+                # A shutdown cancels paused tasks: none is paused after it began. A
+                # WAITING task off the wheel is being posted (a "posted" listener).
+                return False
             periodic = extra is not None and extra.interval is not None
             if periodic:
                 assert extra is not None
-                if extra.stop is not None:
-                    return False  # cancelled, its last run still going
                 if h._wslot is not None:
                     self._wheel.remove(h)  # its next grid point stays in _deadline
                 if st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
                     extra.pause_pending = True  # paused when the run ends
                     return True
+                if st == QUEUED:  # its queued run was taken back: that run is missed
+                    extra.missed += 1
+                    self._missed += 1
             elif st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
                 return False
             elif h._wslot is not None:
@@ -1286,7 +1291,7 @@ class Scheduler:
     def _resume(self, h: TaskHandle) -> None:
         extra = h._extra
         with self._lock:
-            pending = extra is not None and extra.pause_pending
+            pending = extra is not None and extra.pause_pending and extra.stop is None
             if h._state != PAUSED and not pending:
                 raise RuntimeError(f"resume() of a task that is not paused: {h!r}")
             if self._closing:
@@ -1358,6 +1363,7 @@ class Scheduler:
             if extra is not None and extra.interval is not None:
                 if extra.stop is None:
                     extra.stop = reason
+                extra.pause_pending = False  # cancelled: it will not be paused
                 return True, None
             return False, None
         return True, self._finish_cancelled_locked(h, reason)
