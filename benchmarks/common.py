@@ -8,9 +8,10 @@ import math
 import random
 import statistics
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -38,6 +39,9 @@ class Config:
     margin: float  # seconds between the end of posting and the first deadline
     idle_n: int
     idle_window: float  # seconds of wall time over which idle CPU is measured
+    apscheduler_n: int  # jobs for APScheduler (a job store entry each)
+    work_n: int  # tasks of 50 us of work through the pools
+    exit_n: int  # pending tasks when the shutdown is timed
 
     def reps_for_size(self, n: int) -> int:
         return self.heavy_reps if n >= 1_000_000 else self.micro_reps
@@ -57,7 +61,30 @@ FULL = Config(
     burst_n=1_000_000,
     margin=0.5,
     idle_n=100_000,
-    idle_window=3.0,
+    idle_window=5.0,
+    apscheduler_n=10_000,
+    work_n=20_000,
+    exit_n=100_000,
+)
+
+QUICK = Config(
+    smoke=False,
+    micro_reps=2,
+    heavy_reps=1,
+    timer_sizes=(10_000, 30_000, 60_000),
+    slow_peer_n=500,
+    memory_n=5_000,
+    pool_n=30_000,
+    tpe_n=5_000,
+    lateness_n=20_000,
+    lateness_spread=0.3,
+    burst_n=50_000,
+    margin=0.2,
+    idle_n=20_000,
+    idle_window=1.0,
+    apscheduler_n=2_000,
+    work_n=2_000,
+    exit_n=20_000,
 )
 
 SMOKE = Config(
@@ -75,6 +102,9 @@ SMOKE = Config(
     margin=0.1,
     idle_n=1_000,
     idle_window=0.3,
+    apscheduler_n=50,
+    work_n=200,
+    exit_n=1_000,
 )
 
 
@@ -92,10 +122,12 @@ class Goal:
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """A benchmark section's output: markdown to print and the goals it checked."""
+    """A benchmark section's output: markdown to print, the goals it checked, and its
+    figures as plain data (for ``--json`` and ``--plot``)."""
 
     markdown: str
     goals: list[Goal]
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Samples:
@@ -105,15 +137,47 @@ class Samples:
         self._values: defaultdict[tuple[str, Hashable], list[float]] = defaultdict(list)
 
     def add(self, peer: str, key: Hashable, value: float) -> None:
-        self._values[peer, key].append(value)
+        if not STATUS.warming:  # a warm-up round's figures are dropped
+            self._values[peer, key].append(value)
 
     def get(self, peer: str, key: Hashable) -> list[float]:
         return self._values.get((peer, key), [])
 
 
+class _Status:
+    """The one status line on stderr: ``[section i/n, elapsed] message``."""
+
+    prefix = ""
+    started = time.perf_counter()
+    warming = False
+
+
+STATUS = _Status()
+
+
 def log(message: str) -> None:
-    """Progress goes to stderr, so that stdout is the markdown report alone."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress goes to stderr, so that stdout is the markdown report alone: one line
+    rewritten in place on a terminal, a line per step otherwise."""
+    elapsed = time.perf_counter() - STATUS.started
+    line = f"[{STATUS.prefix}{elapsed:5.0f} s] {message}"
+    if sys.stderr.isatty():
+        print(f"\r\033[K{line[:150]}", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def end_status() -> None:
+    """Finish the status line (a newline on a terminal)."""
+    if sys.stderr.isatty():
+        print(file=sys.stderr, flush=True)
+
+
+def series(samples: Samples, peers: Sequence[str], keys: Sequence[Hashable]) -> dict[str, Any]:
+    """Medians per peer and key, for --json: ``{peer: {str(key): median}}``."""
+    return {
+        peer: {str(key): median(samples.get(peer, key)) for key in keys if samples.get(peer, key)}
+        for peer in peers
+    }
 
 
 def clean_heap() -> None:
@@ -128,12 +192,20 @@ def log_uniform_delays(n: int, seed: int = SEED) -> list[float]:
     return [math.exp(rng.uniform(lo, hi)) for _ in range(n)]
 
 
-def interleaved(peers: Sequence[T], reps: int) -> Iterator[tuple[int, T]]:
+def interleaved(peers: Sequence[T], reps: int, warmup: bool = False) -> Iterator[tuple[int, T]]:
     """(rep, peer): one repetition of every peer, then the next.
 
     The starting peer rotates with each repetition, so that no peer always runs right
-    after the same neighbour (a gc of its garbage, a cold cache).
+    after the same neighbour (a gc of its garbage, a cold cache). With ``warmup``, a
+    first round (rep -1) runs every peer once and :class:`Samples` ignores what it adds.
     """
+    if warmup:
+        STATUS.warming = True
+        try:
+            for peer in peers:
+                yield -1, peer
+        finally:
+            STATUS.warming = False
     for rep in range(reps):
         k = rep % len(peers)
         for peer in (*peers[k:], *peers[:k]):

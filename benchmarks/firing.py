@@ -43,13 +43,18 @@ IDLE_DELAY = 3600.0  # seconds: the idle scheduler's timers are an hour away
 IDLE_SETTLE = 0.2  # seconds between posting and the idle window
 # Seconds of posting allowed per timer before the first deadline (with Config.margin
 # on top): generous, so that posting is over before anything falls due.
-POST_BUDGET = {"wheeltask": 4e-6, "asyncio": 10e-6, "uvloop": 8e-6}
+POST_BUDGET = {"wheeltask": 4e-6, "asyncio": 10e-6, "uvloop": 8e-6, "heapq-condition": 6e-6}
+CONDITION = "heapq-condition"
+# Lateness histogram bins (ms): 0.5 ms wide from -5 ms to 40 ms; what falls outside
+# is counted in the first or last bin.
+HIST_LOW, HIST_WIDTH, HIST_BINS = -5.0, 0.5, 90
 SHUTDOWN_WAIT = "wheeltask-shutdown-wait"
 LABELS = {
     "wheeltask": f"wheeltask Scheduler(max_workers={WORKERS})",
     SHUTDOWN_WAIT: f"wheeltask Scheduler(max_workers={WORKERS}), waiting in shutdown(wait=True)",
     "asyncio": "asyncio call_later (running default loop)",
     "uvloop": "uvloop call_later (running loop)",
+    CONDITION: "heapq + threading.Condition scheduler (its own thread runs the callbacks)",
 }
 
 
@@ -93,11 +98,17 @@ class LatenessRun:
     early: int  # callbacks that started before their deadline
     posting: float  # seconds spent posting
     lead: float  # seconds from the start of posting to the first possible deadline
+    hist: list[int]  # counts per HIST bin
 
     @classmethod
     def of(cls, late: list[float], posting: float, lead: float) -> LatenessRun:
         late.sort()
+        hist = [0] * HIST_BINS
+        for x in late:
+            i = int((x * 1e3 - HIST_LOW) // HIST_WIDTH)
+            hist[min(max(i, 0), HIST_BINS - 1)] += 1
         return cls(
+            hist=hist,
             p50=percentile(late, 50) * 1e3,
             p99=percentile(late, 99) * 1e3,
             max=late[-1] * 1e3,
@@ -143,6 +154,35 @@ def lateness_wheeltask(offsets: Sequence[float], lead: float) -> tuple[LatenessR
     return LatenessRun.of(late, posting, lead), own
 
 
+def lateness_condition(offsets: Sequence[float], lead: float) -> LatenessRun:
+    """The same on the textbook heapq + Condition scheduler (one thread runs all)."""
+    from timer_peers import ConditionScheduler  # noqa: PLC0415 - its peer only
+
+    late: list[float] = []
+    record = late.append
+    mono = time.monotonic
+    done = threading.Event()
+    n = len(offsets)
+
+    def on_fire(deadline: float) -> None:
+        record(mono() - deadline)
+        if len(late) == n:
+            done.set()
+
+    timers = ConditionScheduler()
+    call_later = timers.call_later
+    clean_heap()
+    t0 = mono()
+    start = t0 + lead
+    for offset in offsets:
+        deadline = start + offset
+        call_later(max(deadline - mono(), 0.0), on_fire, deadline)
+    posting = mono() - t0
+    done.wait()
+    timers.close()
+    return LatenessRun.of(late, posting, lead)
+
+
 def lateness_loop(key: str, offsets: Sequence[float], lead: float) -> LatenessRun:
     """The same on a running event loop: posted by one callback of the loop itself."""
     loop = _new_loop(key)
@@ -185,13 +225,15 @@ def lateness(cfg: Config) -> Section:
     rng = random.Random(SEED)
     offsets = [rng.uniform(0.0, spread) for _ in range(n)]
     lead = cfg.margin + n * max(POST_BUDGET.values())
-    keys = [REF, *_loop_keys()]
-    log(f"lateness: {n:,} timers over {spread:g} s x {reps} reps: {', '.join(keys)}")
+    keys = [REF, *_loop_keys(), CONDITION]
     runs: dict[str, list[LatenessRun]] = {k: [] for k in keys}
     own = ""
-    for _, key in interleaved(keys, reps):
+    for rep_, key in interleaved(keys, reps):
+        log(f"lateness: {n:,} timers over {spread:g} s, rep {rep_ + 1}/{reps}: {key}")
         if key == REF:
             run, own = lateness_wheeltask(offsets, lead)
+        elif key == CONDITION:
+            run = lateness_condition(offsets, lead)
         else:
             run = lateness_loop(key, offsets, lead)
         runs[key].append(run)
@@ -263,7 +305,14 @@ def lateness(cfg: Config) -> Section:
     ]
     for goal in goals:
         md += ["", goal.line()]
-    return Section("\n".join(md), goals)
+    data = {
+        "p99_ms": {k: median(col(k, "p99")) for k in keys},
+        "early": {k: sum(r.early for r in runs[k]) for k in keys},
+        "hist_ms": {"low": HIST_LOW, "width": HIST_WIDTH, "bins": HIST_BINS},
+        "hist": {k: [sum(c) for c in zip(*(r.hist for r in runs[k]), strict=True)] for k in keys},
+        "labels": {k: LABELS[k] for k in keys},
+    }
+    return Section("\n".join(md), goals, data)
 
 
 # ------------------------------------------------------------------------ burst

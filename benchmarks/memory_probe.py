@@ -1,12 +1,17 @@
-"""Child process of the memory section: bytes traced per pending timer for one peer.
+"""Child process of the memory section: bytes per pending timer for one peer.
 
-Usage: ``python benchmarks/memory_probe.py PEER N`` prints one number. A fresh process
-per measurement, so that no heap left by another peer is reused or counted.
+Usage: ``python benchmarks/memory_probe.py PEER N [tracemalloc|rss]`` prints one
+number. A fresh process per measurement, so that no heap left by another peer is reused
+or counted. ``tracemalloc`` counts the bytes Python allocated; ``rss`` the growth of the
+process's resident memory (what the system sees: allocator slack and pages included,
+thread stacks too), measured without tracemalloc running.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import resource
 import sys
 import tracemalloc
 
@@ -14,18 +19,34 @@ from common import log_uniform_delays
 from timer_peers import PEERS
 
 
-def bytes_per_timer(key: str, n: int) -> float:
-    """Traced bytes added by posting ``n`` timers, handles list included, divided by n."""
+def _rss_bytes() -> int:
+    """Resident memory now (Linux /proc), else the peak so far (getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - not Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def bytes_per_timer(key: str, n: int, how: str = "tracemalloc") -> float:
+    """Bytes added by posting ``n`` timers, handles list included, divided by n."""
     peer_class = PEERS[key]
     delays = [d + peer_class.memory_delay_offset for d in log_uniform_delays(n)]
     peer = peer_class()
     gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    if how == "tracemalloc":
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+    else:
+        before = _rss_bytes()
     handles = peer.post_all(delays)
     gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
+    if how == "tracemalloc":
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    else:
+        after = _rss_bytes()
     assert len(handles) == n
     peer.close()
     return (after - before) / n
@@ -33,7 +54,8 @@ def bytes_per_timer(key: str, n: int) -> float:
 
 def main(argv: list[str]) -> None:
     key, n = argv[1], int(argv[2])
-    print(bytes_per_timer(key, n))
+    how = argv[3] if len(argv) > 3 else "tracemalloc"
+    print(bytes_per_timer(key, n, how))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """wheeltask benchmark suite: wheeltask side by side with what a user would pick instead.
 
-    python benchmarks/run.py                 # full run, a few minutes
-    python benchmarks/run.py --smoke         # tiny sizes, one rep: checks every path
-    python benchmarks/run.py --only pool idle
+    python -m wheeltask bench                # full run, under 10 minutes
+    python -m wheeltask bench --quick        # smaller sizes, under 30 s
+    python -m wheeltask bench --smoke        # tiny sizes, one rep: checks every path
+    python -m wheeltask bench --only pool idle --json out.json --plot charts/
 
-Prints a markdown report on stdout (progress goes to stderr). Goals are reported, never
-asserted: the exit code is 0 unless something raised.
+(``python benchmarks/run.py ...`` is the same.) Prints a markdown report on stdout
+(one status line on stderr while it runs). Goals are reported, never asserted: the exit
+code is 0 unless something raised, 2 for bad arguments (before anything runs).
 """
 
 from __future__ import annotations
@@ -13,19 +15,35 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import importlib.util
+import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import exiting
 import firing
 import throughput
 import timers
-from common import FULL, SMOKE, Config, Goal, Section, log, table, yes_no
+from common import (
+    FULL,
+    QUICK,
+    SMOKE,
+    STATUS,
+    Config,
+    Goal,
+    Section,
+    end_status,
+    log,
+    table,
+    yes_no,
+)
 from timer_peers import MISSING_NOTES
 
 import wheeltask
@@ -38,6 +56,7 @@ SECTIONS: dict[str, Callable[[Config], Section]] = {
     "lateness": firing.lateness,
     "burst": firing.burst,
     "idle": firing.idle,
+    "exit": exiting.exit_time,
 }
 
 
@@ -63,8 +82,11 @@ def _git_revision() -> str:
 
 
 def header(argv: list[str], cfg: Config) -> str:
-    command = shlex.join(["python", "benchmarks/run.py", *argv])
-    mode = "smoke (tiny sizes: the figures mean nothing)" if cfg.smoke else "full"
+    command = shlex.join(["python", "-m", "wheeltask", "bench", *argv])
+    if cfg.smoke:
+        mode = "smoke (tiny sizes: the figures mean nothing)"
+    else:
+        mode = "quick (smaller sizes)" if cfg is QUICK else "full"
     lines = [
         "# wheeltask benchmarks",
         "",
@@ -99,32 +121,127 @@ def goals_table(goals: list[Goal]) -> str:
     )
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
+def _writable_file(path: str) -> str | None:
+    """Why ``path`` cannot be written as a file, or None (tried: a probe file is
+    created next to it and removed)."""
+    p = Path(path)
+    if p.is_dir():
+        return "it is a directory"
+    parent = p.parent
+    if not parent.is_dir():
+        return f"its directory {str(parent)!r} does not exist"
+    if p.exists() and not os.access(p, os.W_OK):
+        return "it is not writable"
+    return _probe_dir(parent)
+
+
+def _writable_dir(path: str) -> str | None:
+    """Why ``path`` cannot be used as an output directory, or None (it is made now, if
+    missing, and a probe file is created in it and removed)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        return "it is not a directory"
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"it cannot be made ({exc.strerror or exc})"
+    return _probe_dir(p)
+
+
+def _probe_dir(folder: Path) -> str | None:
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".wheeltask-bench-"):
+            pass
+    except OSError as exc:
+        return f"a file cannot be created in {str(folder)!r} ({exc.strerror or exc})"
+    return None
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse and check every argument; bad ones exit with code 2 before anything runs."""
+    parser = argparse.ArgumentParser(
+        prog="python -m wheeltask bench", description=__doc__.split("\n")[0]
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller sizes: under 30 s")
+    size.add_argument(
         "--smoke", action="store_true", help="tiny sizes and one repetition (a few seconds)"
     )
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=list(SECTIONS),
         metavar="NAME",
         help=f"run only these sections: {', '.join(SECTIONS)}",
     )
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="DIR", help="write PNG charts there (matplotlib)")
     args = parser.parse_args(argv)
-    cfg = SMOKE if args.smoke else FULL
+    if args.only:
+        unknown = [name for name in args.only if name not in SECTIONS]
+        if unknown:
+            parser.error(
+                f"--only: unknown section(s) {', '.join(map(repr, unknown))}; "
+                f"choose from {', '.join(SECTIONS)}"
+            )
+    if args.json is not None and (why := _writable_file(args.json)):
+        parser.error(f"--json {args.json!r}: cannot write there: {why}")
+    if args.plot is not None:
+        if why := _writable_dir(args.plot):
+            parser.error(f"--plot {args.plot!r}: cannot write there: {why}")
+        if importlib.util.find_spec("matplotlib") is None:
+            parser.error("--plot needs matplotlib: pip install -e '.[bench]'")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
     names = [name for name in SECTIONS if args.only is None or name in args.only]
     started = time.perf_counter()
+    STATUS.started = started
     print(header(argv, cfg), flush=True)
     goals: list[Goal] = []
-    for name in names:
+    results: dict[str, object] = {
+        "command": ["python", "-m", "wheeltask", "bench", *argv],
+        "machine": {
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "system": f"{platform.system()} {platform.release()}",
+            "cpus": os.cpu_count(),
+        },
+        "wheeltask": wheeltask.__version__,
+        "git": _git_revision(),
+        "sections": {},
+    }
+    sections: dict[str, object] = {}
+    for i, name in enumerate(names):
+        STATUS.prefix = f"{i + 1}/{len(names)} {name}, "
+        log("starting")
         section = SECTIONS[name](cfg)
         print("\n" + section.markdown, flush=True)
         goals += section.goals
+        sections[name] = {
+            "goals": [
+                {"goal": g.text, "measured": g.measured, "met": g.met} for g in section.goals
+            ],
+            "data": section.data,
+        }
+    results["sections"] = sections
     print("\n" + goals_table(goals), flush=True)
     elapsed = time.perf_counter() - started
+    results["seconds"] = elapsed
     print(f"\nTotal run time: {elapsed:.0f} s.", flush=True)
+    STATUS.prefix = ""
+    if args.json is not None:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+        log(f"wrote {args.json}")
+    if args.plot is not None:
+        import plots  # noqa: PLC0415 - needs matplotlib, only for --plot
+
+        for path in plots.draw(results, Path(args.plot)):
+            log(f"wrote {path}")
     log(f"done in {elapsed:.1f} s")
+    end_status()
     return 0
 
 

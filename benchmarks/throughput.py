@@ -1,4 +1,4 @@
-"""Row 4: immediate tasks through a pool: post N no-ops, then wait until all have run."""
+"""Row 4: immediate tasks through a pool: post N tasks, then wait until all have run."""
 
 from __future__ import annotations
 
@@ -30,79 +30,88 @@ import wheeltask
 
 WORKERS = 4
 GOAL = 10.0  # wheeltask tasks/s / ThreadPoolExecutor tasks/s
+WORK_S = 50e-6  # seconds of work per task in the second table
 REF = "wheeltask"
 
 
-def run_wheeltask(n: int) -> None:
+def spin_50us() -> None:
+    """50 us of CPU work (holding the GIL, as pure-Python work does)."""
+    end = time.perf_counter() + WORK_S
+    while time.perf_counter() < end:
+        pass
+
+
+Runner = Callable[[int, Callable[[], None]], None]
+
+
+def run_wheeltask(n: int, cb: Callable[[], None]) -> None:
     """``queue_size=n``: no back-pressure, like the unbounded queues of the peers."""
     scheduler = wheeltask.Scheduler(max_workers=WORKERS, queue_size=n)
     post = scheduler.post_task
     for _ in range(n):
-        post(noop)
+        post(cb)
     scheduler.shutdown(wait=True)
 
 
-def run_wheeltask_default_queue(n: int) -> None:
+def run_wheeltask_default_queue(n: int, cb: Callable[[], None]) -> None:
     """The default ``queue_size=10_000`` with ``on_full="block"``: posting waits for room."""
     scheduler = wheeltask.Scheduler(max_workers=WORKERS)
     post = scheduler.post_task
     for _ in range(n):
-        post(noop)
+        post(cb)
     scheduler.shutdown(wait=True)
 
 
-def run_thread_pool_executor(n: int) -> None:
+def run_thread_pool_executor(n: int, cb: Callable[[], None]) -> None:
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS)
     submit = executor.submit
     for _ in range(n):
-        submit(noop)
+        submit(cb)
     executor.shutdown(wait=True)
 
 
-def run_simple_queue_pool(n: int) -> None:
+def run_simple_queue_pool(n: int, cb: Callable[[], None]) -> None:
     """A hand-rolled pool: 4 threads on one ``SimpleQueue``. The floor, not a product."""
     work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
 
     def worker() -> None:
         get = work.get
-        while (cb := get()) is not None:
-            cb()
+        while (item := get()) is not None:
+            item()
 
     threads = [threading.Thread(target=worker) for _ in range(WORKERS)]
     for t in threads:
         t.start()
     put = work.put
     for _ in range(n):
-        put(noop)
+        put(cb)
     for _ in threads:
         put(None)
     for t in threads:
         t.join()
 
 
-def _run_loop(loop: asyncio.AbstractEventLoop, n: int) -> None:
+def _run_loop(loop: asyncio.AbstractEventLoop, n: int, cb: Callable[[], None]) -> None:
     call_soon = loop.call_soon
     for _ in range(n):
-        call_soon(noop)
+        call_soon(cb)
     call_soon(loop.stop)
     loop.run_forever()
     loop.close()
 
 
-def run_asyncio(n: int) -> None:
-    _run_loop(asyncio.new_event_loop(), n)
+def run_asyncio(n: int, cb: Callable[[], None]) -> None:
+    _run_loop(asyncio.new_event_loop(), n, cb)
 
 
-def run_uvloop(n: int) -> None:
+def run_uvloop(n: int, cb: Callable[[], None]) -> None:
     import uvloop  # noqa: PLC0415 - optional: only listed when importable
 
-    _run_loop(uvloop.new_event_loop(), n)
+    _run_loop(uvloop.new_event_loop(), n, cb)
 
 
-def pool(cfg: Config) -> Section:
-    """Row 4: tasks/s from the first post until every task has run."""
-    n, n_tpe = cfg.pool_n, cfg.tpe_n
-    peers: list[tuple[str, str, int, Callable[[int], None]]] = [
+def _peers(n: int, n_tpe: int) -> list[tuple[str, str, int, Runner]]:
+    peers: list[tuple[str, str, int, Runner]] = [
         (REF, f"wheeltask Scheduler({WORKERS}), queue_size=N", n, run_wheeltask),
         (
             "wheeltask-default",
@@ -118,14 +127,21 @@ def pool(cfg: Config) -> Section:
     peers.append(
         ("floor", f"hand-rolled SimpleQueue pool({WORKERS}) (floor)", n, run_simple_queue_pool)
     )
-    reps = cfg.micro_reps
-    log(f"pool: {n:,} tasks ({n_tpe:,} for ThreadPoolExecutor) x {reps} reps")
+    return peers
+
+
+def _rates(peers: list[tuple[str, str, int, Runner]], cb: Callable[[], None], reps: int) -> Samples:
     samples = Samples()
-    for _, (key, _label, size, run) in interleaved(peers, reps):
+    for rep, (key, _label, size, run) in interleaved(peers, reps, warmup=True):
+        log(f"pool: rep {rep + 1}/{reps}: {key}, {size:,} tasks")
         clean_heap()
         t0 = time.perf_counter()
-        run(size)
+        run(size, cb)
         samples.add(key, "rate", size / (time.perf_counter() - t0))
+    return samples
+
+
+def _rows(peers: list[tuple[str, str, int, Runner]], samples: Samples) -> list[list[str]]:
     ref = samples.get(REF, "rate")
     rows = []
     for key, label, size, _run in peers:
@@ -133,22 +149,45 @@ def pool(cfg: Config) -> Section:
         rows.append(
             [label, f"{size:,}", cell(rates), num(1e9 / median(rates)), num(ratio(ref, rates))]
         )
-    measured = ratio(ref, samples.get("tpe", "rate"))
+    return rows
+
+
+def pool(cfg: Config) -> Section:
+    """Row 4: tasks/s from the first post until every task has run: no-ops, then 50 us
+    of CPU work each."""
+    n, n_tpe, reps = cfg.pool_n, cfg.tpe_n, cfg.micro_reps
+    peers = _peers(n, n_tpe)
+    samples = _rates(peers, noop, reps)
+    measured = ratio(samples.get(REF, "rate"), samples.get("tpe", "rate"))
     goal = Goal(
         f"wheeltask throughput at least {GOAL:g}x ThreadPoolExecutor's",
         f"{num(measured)}x (wheeltask tasks/s / ThreadPoolExecutor tasks/s)",
         measured >= GOAL,
     )
+    work_peers = _peers(cfg.work_n, cfg.work_n)
+    work = _rates(work_peers, spin_50us, reps)
     md = [
         f"## 4. Immediate tasks through the pool (tasks/s, median of {reps} reps (min-max); "
         "x wheeltask = wheeltask rate / peer rate)",
         "",
         "Post N no-op tasks, then wait until all have run (`shutdown(wait=True)`, "
         "`executor.shutdown(wait=True)`, the loop stopping after the last one). Timed from "
-        "the first post, thread start-up included; gc on.",
+        "the first post, thread start-up included; gc on; a warm-up round first.",
         "",
-        table(["peer", "N", "tasks/s", "ns per task", "x wheeltask"], rows),
+        table(["peer", "N", "tasks/s", "ns per task", "x wheeltask"], _rows(peers, samples)),
         "",
         goal.line(),
+        "",
+        f"### 4b. The same with {WORK_S * 1e6:g} us of CPU work per task",
+        "",
+        "Each task spins on `time.perf_counter()` for 50 us, holding the GIL as pure-Python "
+        "work does: at most ~20,000 tasks/s whatever the pool, so what is left between "
+        "the peers is each one's overhead on top of the work.",
+        "",
+        table(["peer", "N", "tasks/s", "ns per task", "x wheeltask"], _rows(work_peers, work)),
     ]
-    return Section("\n".join(md), [goal])
+    data = {
+        "noop_rate": {k: median(samples.get(k, "rate")) for k, *_ in peers},
+        "work_rate": {k: median(work.get(k, "rate")) for k, *_ in work_peers},
+    }
+    return Section("\n".join(md), [goal], data)

@@ -207,6 +207,89 @@ class HeapqPeer(TimerPeer):
         self.timers.heap.clear()
 
 
+class ConditionScheduler:
+    """The textbook threaded scheduler: a ``heapq``, a ``threading.Condition`` and one
+    thread that sleeps until the earliest deadline and runs the callbacks itself.
+
+    Entries are ``[deadline, seq, cb, args]`` lists; cancelling clears ``cb`` (lazy).
+    """
+
+    def __init__(self) -> None:
+        self.heap: list[list[Any]] = []
+        self.seq = itertools.count()
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="heapq-condition", daemon=True)
+        self.thread.start()
+
+    def call_later(self, delay: float, cb: Callable[..., object], *args: object) -> list[Any]:
+        entry = [time.monotonic() + delay, next(self.seq), cb, args]
+        with self.cond:
+            heapq.heappush(self.heap, entry)
+            if self.heap[0] is entry:
+                self.cond.notify()  # an earlier deadline: the thread sleeps less
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any]) -> None:
+        entry[2] = None
+
+    def _run(self) -> None:
+        heap = self.heap
+        cond = self.cond
+        with cond:
+            while not self.stopping:
+                if not heap:
+                    cond.wait()
+                    continue
+                wait = heap[0][0] - time.monotonic()
+                if wait > 0:
+                    cond.wait(wait)
+                    continue
+                entry = heapq.heappop(heap)
+                cb = entry[2]
+                if cb is None:
+                    continue
+                cond.release()
+                try:
+                    cb(*entry[3])
+                finally:
+                    cond.acquire()
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.heap.clear()
+            self.cond.notify()
+        self.thread.join()
+
+
+class ConditionPeer(TimerPeer):
+    """The textbook scheduler above, live: its thread fires the short timers meanwhile."""
+
+    label = "heapq + threading.Condition scheduler (live)"
+    memory_delay_offset = 3600.0  # its thread would fire the short ones
+
+    def __init__(self) -> None:
+        self.timers = ConditionScheduler()
+
+    def post_all(self, delays: Sequence[float]) -> list[Any]:
+        call_later = self.timers.call_later
+        handles: list[Any] = []
+        append = handles.append
+        for delay in delays:
+            append(call_later(delay, noop))
+        return handles
+
+    def cancel_all(self, handles: list[Any]) -> None:
+        cancel = self.timers.cancel
+        for entry in handles:
+            cancel(entry)
+
+    def close(self) -> None:
+        self.timers.close()
+
+
 class SchedPeer(TimerPeer):
     label = "sched.enter"
     cancel_note = "sched.cancel is O(n) (list.remove + heapify: ~1 ms a cancel at 10^4)"
@@ -292,6 +375,20 @@ class APSchedulerPeer(TimerPeer):
         self.scheduler.shutdown(wait=False)
 
 
+class APSchedulerIntervalPeer(APSchedulerPeer):
+    """APScheduler 3: an ``interval`` job (first run one interval from now)."""
+
+    label = "APScheduler 3 interval job"
+
+    def post_all(self, delays: Sequence[float]) -> list[Any]:
+        add_job = self.scheduler.add_job
+        handles: list[Any] = []
+        append = handles.append
+        for delay in delays:
+            append(add_job(noop, "interval", seconds=delay))
+        return handles
+
+
 def _apscheduler_3() -> bool:
     if importlib.util.find_spec("apscheduler") is None:
         return False
@@ -307,6 +404,7 @@ def _installed() -> tuple[dict[str, type[TimerPeer]], list[str]]:
         "wheeltask-nogc": WheeltaskNoGcPeer,
         "asyncio": AsyncioPeer,
         "heapq": HeapqPeer,
+        "heapq-condition": ConditionPeer,
         "sched": SchedPeer,
         "threading.Timer": ThreadingTimerPeer,
     }
@@ -314,11 +412,18 @@ def _installed() -> tuple[dict[str, type[TimerPeer]], list[str]]:
     if importlib.util.find_spec("uvloop") is not None:
         peers["uvloop"] = UvloopPeer
     else:
-        notes.append("uvloop is not installed: its rows are skipped.")
+        notes.append(
+            "uvloop is not installed: its rows are skipped "
+            "(`pip install -e '.[bench]'` installs every peer)."
+        )
     if _apscheduler_3():
         peers["apscheduler"] = APSchedulerPeer
+        peers["apscheduler-interval"] = APSchedulerIntervalPeer
     else:
-        notes.append("APScheduler 3 is not installed: its rows are skipped.")
+        notes.append(
+            "APScheduler 3 is not installed: its rows are skipped "
+            "(`pip install -e '.[bench]'` installs every peer)."
+        )
     return peers, notes
 
 
@@ -333,10 +438,14 @@ FAST_KEYS = [
     "asyncio",
     "uvloop",
     "heapq",
+    "heapq-condition",
     "sched",
 ]
-SLOW_KEYS = ["wheeltask", "threading.Timer", "apscheduler"]
-MEMORY_KEYS = ["wheeltask", "asyncio", "uvloop", "heapq", "sched"]
+#: A thread per timer: measured at ``Config.slow_peer_n`` (at most 2,000).
+THREAD_KEYS = ["wheeltask", "threading.Timer"]
+#: A job store entry per timer: measured at ``Config.apscheduler_n`` (at most 10^4).
+JOB_KEYS = ["wheeltask", "apscheduler", "apscheduler-interval"]
+MEMORY_KEYS = ["wheeltask", "asyncio", "uvloop", "heapq", "heapq-condition", "sched"]
 SLOW_MEMORY_KEYS = ["threading.Timer", "apscheduler"]
 
 

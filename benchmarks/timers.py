@@ -26,10 +26,11 @@ from common import (
 )
 from timer_peers import (
     FAST_KEYS,
+    JOB_KEYS,
     MEMORY_KEYS,
     PEERS,
-    SLOW_KEYS,
     SLOW_MEMORY_KEYS,
+    THREAD_KEYS,
     available,
 )
 
@@ -71,7 +72,7 @@ def _measure(keys: Sequence[str], sizes: Sequence[int], cfg: Config) -> Samples:
         delays = log_uniform_delays(n)
         reps = cfg.reps_for_size(n)
         log(f"post/cancel: {n:,} timers x {reps} reps: {', '.join(keys)}")
-        for _, key in interleaved(keys, reps):
+        for _, key in interleaved(keys, reps, warmup=n == sizes[0]):  # warm up once
             _measure_once(key, delays, samples)
     return samples
 
@@ -106,8 +107,12 @@ def post_cancel(cfg: Config) -> Section:
     sizes = cfg.timer_sizes
     keys = available(FAST_KEYS)
     samples = _measure(keys, sizes, cfg)
-    slow_keys = available(SLOW_KEYS)
-    slow = _measure(slow_keys, [cfg.slow_peer_n], cfg)
+    slow_groups = [
+        (available(THREAD_KEYS), cfg.slow_peer_n),
+        (available(JOB_KEYS), cfg.apscheduler_n),
+    ]
+    slow_groups = [(keys_, n) for keys_, n in slow_groups if len(keys_) > 1]
+    slow = [(keys_, n, _measure(keys_, [n], cfg)) for keys_, n in slow_groups]
     reps = "/".join(str(cfg.reps_for_size(n)) for n in sizes)
 
     def wt(op: str, n: int) -> list[float]:
@@ -141,15 +146,21 @@ def post_cancel(cfg: Config) -> Section:
     ]
 
     slow_rows = []
-    n_slow = cfg.slow_peer_n
-    for key in slow_keys:
-        insert = slow.get(key, ("insert", n_slow))
-        cancel = slow.get(key, ("cancel", n_slow))
-        r_insert = ratio(insert, slow.get(REF, ("insert", n_slow)))
-        r_cancel = ratio(cancel, slow.get(REF, ("cancel", n_slow)))
-        slow_rows.append(
-            [PEERS[key].label, cell(insert), cell(cancel), f"{num(r_insert)} / {num(r_cancel)}"]
-        )
+    for slow_keys, n_slow, got in slow:
+        for key in slow_keys:
+            insert = got.get(key, ("insert", n_slow))
+            cancel = got.get(key, ("cancel", n_slow))
+            r_insert = ratio(insert, got.get(REF, ("insert", n_slow)))
+            r_cancel = ratio(cancel, got.get(REF, ("cancel", n_slow)))
+            slow_rows.append(
+                [
+                    PEERS[key].label,
+                    f"{n_slow:,}",
+                    cell(insert),
+                    cell(cancel),
+                    f"{num(r_insert)} / {num(r_cancel)}",
+                ]
+            )
 
     md = [
         f"## 1. Posting a delayed timer (ns per timer; median of {reps} reps (min-max); "
@@ -182,17 +193,35 @@ def post_cancel(cfg: Config) -> Section:
         "",
         goals[2].line(),
         "",
-        f"### 1-2b. Peers with a thread or a job per timer, at N = {n_slow:,} "
-        f"(ns per timer; median of {cfg.reps_for_size(n_slow)} reps (min-max))",
+        "### 1-2b. Peers with a thread or a job per timer, at a small N, wheeltask "
+        f"beside them at the same N (ns per timer; median of {cfg.micro_reps} reps "
+        "(min-max))",
         "",
-        table(["peer", "insert", "cancel", "x wheeltask (insert / cancel)"], slow_rows),
+        table(["peer", "N", "insert", "cancel", "x wheeltask (insert / cancel)"], slow_rows),
+        "",
+        "- threading.Timer: a thread per timer, so at most "
+        f"{cfg.slow_peer_n:,}. APScheduler 3: a `BackgroundScheduler` (started, paused) "
+        f"with `date` or `interval` jobs, at most {cfg.apscheduler_n:,}.",
     ]
-    return Section("\n".join(md), goals)
+    data = {
+        "sizes": list(sizes),
+        "insert_ns": {k: [median(samples.get(k, ("insert", n))) for n in sizes] for k in keys},
+        "cancel_ns": {
+            k: [median(samples.get(k, ("cancel", n))) for n in sizes]
+            for k in keys
+            if samples.get(k, ("cancel", sizes[0]))
+        },
+        "labels": {k: PEERS[k].label for k in keys},
+    }
+    return Section("\n".join(md), goals, data)
 
 
-def _probe(key: str, n: int) -> float:
+def _probe(key: str, n: int, how: str) -> float:
     out = subprocess.run(
-        [sys.executable, str(PROBE), key, str(n)], capture_output=True, text=True, check=True
+        [sys.executable, str(PROBE), key, str(n), how],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return float(out.stdout)
 
@@ -201,18 +230,21 @@ def memory(cfg: Config) -> Section:
     """Row 3: tracemalloc bytes per pending timer, each in a fresh process."""
     reps = cfg.heavy_reps
     jobs = [(k, cfg.memory_n) for k in available(MEMORY_KEYS)]
-    slow_jobs = [(k, cfg.slow_peer_n) for k in available(SLOW_MEMORY_KEYS)]
+    slow_n = {"threading.Timer": cfg.slow_peer_n, "apscheduler": cfg.apscheduler_n}
+    slow_jobs = [(k, slow_n[k]) for k in available(SLOW_MEMORY_KEYS)]
     jobs += slow_jobs
-    log(f"memory: {len(jobs)} peers x {reps} reps, one process each")
     samples = Samples()
-    for _, (key, n) in interleaved(jobs, reps):
-        samples.add(key, "bytes", _probe(key, n))
+    for i, (key, n) in enumerate(x for _, x in interleaved(jobs, reps)):
+        log(f"memory: {i + 1}/{len(jobs) * reps} probes ({key}), one process each")
+        samples.add(key, "bytes", _probe(key, n, "tracemalloc"))
+        samples.add(key, "rss", _probe(key, n, "rss"))
     ref = samples.get(REF, "bytes")
     rows = [
         [
             PEERS[k].label,
             f"{n:,}",
             cell(samples.get(k, "bytes")),
+            cell(samples.get(k, "rss")),
             num(ratio(samples.get(k, "bytes"), ref)),
         ]
         for k, n in jobs
@@ -224,22 +256,29 @@ def memory(cfg: Config) -> Section:
         wt <= MEMORY_GOAL,
     )
     md = [
-        f"## 3. Memory per pending timer (tracemalloc bytes per timer, a fresh process per "
-        f"measurement; median of {reps} reps (min-max); x wheeltask = peer / wheeltask)",
+        f"## 3. Memory per pending timer (bytes per timer, a fresh process per "
+        f"measurement; median of {reps} reps (min-max); x wheeltask = peer / wheeltask, "
+        "traced bytes)",
         "",
-        "Traced bytes added by posting N timers (log-uniform delays, nothing fires), after "
-        "`gc.collect()`, divided by N. It includes the caller's list of handles "
-        "(~8 B a timer), as in the baseline (asyncio: 216 B there).",
+        "Bytes added by posting N timers (log-uniform delays, nothing fires), after "
+        "`gc.collect()`, divided by N: traced by `tracemalloc`, and, in another process "
+        "without tracemalloc, the growth of the resident set (RSS: allocator slack and "
+        "whole pages included). Both include the caller's list of handles (~8 B a timer), "
+        "as in the baseline (asyncio: 216 B there).",
         "",
-        table(["peer", "N", "B per timer", "x wheeltask"], rows),
+        table(["peer", "N", "traced B per timer", "RSS B per timer", "x wheeltask"], rows),
         "",
-        f"- {' and '.join(PEERS[k].label for k, _ in slow_jobs)}: measured at "
-        f"N = {cfg.slow_peer_n:,}. threading.Timer's delays are moved 1 h later, so that "
-        "its threads keep them pending; thread stacks are not traced.",
+        f"- {' and '.join(f'{PEERS[k].label} at N = {n:,}' for k, n in slow_jobs)}: "
+        "a thread or a job store entry per timer. threading.Timer's delays are moved 1 h "
+        "later, so that its threads keep them pending; its thread stacks are in RSS only.",
         "",
         goal.line(),
     ]
-    return Section("\n".join(md), [goal])
+    data = {
+        "traced_bytes": {k: median(samples.get(k, "bytes")) for k, _ in jobs},
+        "rss_bytes": {k: median(samples.get(k, "rss")) for k, _ in jobs},
+    }
+    return Section("\n".join(md), [goal], data)
 
 
 RESCHEDULE_GOAL = 1.5  # reschedule cost / (cancel + post_task) cost, at most
@@ -286,7 +325,7 @@ def reschedule(cfg: Config) -> Section:
         delays = log_uniform_delays(n)
         reps = cfg.micro_reps
         log(f"reschedule: {n:,} timers x {reps} reps")
-        for _, op in interleaved(ops, reps):
+        for _, op in interleaved(ops, reps, warmup=True):
             _reschedule_once(op, delays, samples)
     ratios = [ratio(samples.get("reschedule", n), samples.get("cancel + post", n)) for n in sizes]
     goal = Goal(
@@ -307,4 +346,8 @@ def reschedule(cfg: Config) -> Section:
         "",
         goal.line(),
     ]
-    return Section("\n".join(md), [goal])
+    data = {
+        "sizes": list(sizes),
+        "ns": {op: [median(samples.get(op, n)) for n in sizes] for op in ops},
+    }
+    return Section("\n".join(md), [goal], data)

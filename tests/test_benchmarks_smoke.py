@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,19 +15,67 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def test_benchmarks_smoke_mode_prints_every_table() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke"],
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wheeltask", "bench", *args],
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
         cwd=ROOT,
     )
+
+
+def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
+    tmp_path: Path,
+) -> None:
+    plot = importlib.util.find_spec("matplotlib") is not None
+    args = ["--smoke", "--json", str(tmp_path / "out.json")]
+    if plot:
+        args += ["--plot", str(tmp_path / "charts")]
+    proc = bench(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "Goals" in out
-    assert "wheeltask" in out and "asyncio" in out and "ThreadPoolExecutor" in out
+    assert "## Goals" in out and "Total run time" in out
+    for peer in ("asyncio", "ThreadPoolExecutor", "sched.enter", "threading.Timer"):
+        assert peer in out
+    assert "heapq + threading.Condition scheduler" in out
+    for title in ("## 1.", "## 3.", "## 4.", "### 4b.", "## 5.", "## 6.", "## 7.", "## 8."):
+        assert title in out, title
+    results = json.loads((tmp_path / "out.json").read_text())
+    assert set(results["sections"]) == {
+        "post-cancel",
+        "memory",
+        "reschedule",
+        "pool",
+        "lateness",
+        "burst",
+        "idle",
+        "exit",
+    }
+    goals = [g for s in results["sections"].values() for g in s["goals"]]
+    assert len(goals) == 11 and all(isinstance(g["met"], bool) for g in goals)
+    assert results["sections"]["lateness"]["data"]["early"]["wheeltask"] == 0
+    if plot:
+        for chart in ("cost_per_timer.png", "lateness.png"):
+            assert (tmp_path / "charts" / chart).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "nope"], "--only: unknown section(s) 'nope'"),
+        (["--json", "/nonexistent-dir/out.json"], "--json '/nonexistent-dir/out.json'"),
+        (["--json", "."], "cannot write there: it is a directory"),
+        (["--plot", "/proc/charts"], "--plot '/proc/charts': cannot write there"),
+        (["--quick", "--smoke"], "not allowed with argument"),
+    ],
+)
+def test_bench_bad_arguments_exit_2_before_anything_runs(args: list[str], message: str) -> None:
+    proc = bench(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert proc.stdout == ""  # nothing ran
 
 
 def test_options_cost_smoke_mode_compares_before_and_after() -> None:
