@@ -426,6 +426,7 @@ class Scheduler:
         self._listeners = Listeners()
         self._ev = self._listeners.by_kind  # kind -> listeners (read on each emit point)
         self._ev_posted: tuple[Callable[[Event], object], ...] = ()
+        self._ev_cancelled: tuple[Callable[[Event], object], ...] = ()
         # Some listener wants run events: every run takes Scheduler._run_task.
         self._observed = False
         self._armed_timeouts = 0  # TimeoutEntry objects on the wheel
@@ -1333,12 +1334,17 @@ class Scheduler:
         lock = self._lock
         lock.acquire()
         try:
-            ok, token = self._cancel_locked(h, reason)
+            if h._state == WAITING and h._wslot is not None:  # a pending timer: common
+                self._wheel.remove(h)
+                ok, token = True, self._finish_cancelled_locked(h, reason)
+            else:
+                ok, token = self._cancel_locked(h, reason)
         finally:
             lock.release()
         if token is not None:  # cancelled just now
-            notify(h, token)
-            if self._ev.get("cancelled"):
+            if token:
+                notify(h, token)
+            if self._ev_cancelled:
                 self._emit("cancelled", h, reason=reason)
         return ok
 
@@ -1375,7 +1381,11 @@ class Scheduler:
             self._paused.discard(h)
         extra = h._extra
         if extra is None or extra.interval is None:
-            _release_callback(h)
+            cb = h._cb  # released (as _release_callback does, inlined: a hot path)
+            if type(cb) is _FunctionType:
+                h._cb = cb.__qualname__
+            elif not isinstance(cb, str):
+                h._cb = callable_name(cb)
             h._args = reason
         else:
             if extra.stop is None:
@@ -1922,6 +1932,7 @@ class Scheduler:
         listeners.rebuild()
         self._ev = listeners.by_kind
         self._ev_posted = listeners.by_kind["posted"]
+        self._ev_cancelled = listeners.by_kind["cancelled"]
         self._observed = any(listeners.by_kind[k] for k in RUN_EVENTS)
 
     def _emit(self, kind: str, h: TaskHandle, **fields: Any) -> None:
