@@ -25,7 +25,8 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
             (axes[1], "cancel_ns", "Cancelling a pending timer"),
         ):
             for key, values in post[field].items():
-                ax.plot(post["sizes"], values, marker="o", label=post["labels"][key])
+                colour = f"C{list(post['labels']).index(key) % 10}"  # the same in both
+                ax.plot(post["sizes"], values, marker="o", color=colour, label=post["labels"][key])
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("timers pending")
@@ -33,6 +34,7 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set_title(title)
             ax.grid(True, which="both", alpha=0.3)
         axes[0].legend(fontsize=7)
+        axes[1].legend(fontsize=7)
         fig.tight_layout()
         path = out / "cost_per_timer.png"
         fig.savefig(path, dpi=110)
