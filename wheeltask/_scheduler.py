@@ -423,6 +423,7 @@ class Scheduler:
         self._late: collections.deque[int] = collections.deque(maxlen=_LATENESS_SAMPLES)
         self._late_max = 0
         self._closers: dict[threading.Thread, int] = {}  # tasks inside shutdown()
+        self._bulk = False  # cancelling many at once: one _closed_progress_locked after
         self._listeners = Listeners()
         self._ev = self._listeners.by_kind  # kind -> listeners (read on each emit point)
         self._ev_posted: tuple[Callable[[Event], object], ...] = ()
@@ -1396,7 +1397,7 @@ class Scheduler:
         self._cancelled += 1
         if extra is not None and extra.key is not None:
             self._release_key_locked(h)
-        if self._closing:
+        if self._closing and not self._bulk:
             self._closed_progress_locked()
         ws = h._waiters
         h._waiters = None
@@ -1617,12 +1618,18 @@ class Scheduler:
         with self._lock:
             self._closing = True
             self._pool.release_blocked_locked()
-            for h in list(self._intervals):
-                tokens.append((h, self._cancel_locked(h, "stopped by shutdown()")[1]))
-            for h in list(self._paused):  # paused one-shots: nothing would resume them
-                tokens.append((h, self._cancel_locked(h, "stopped by shutdown() while paused")[1]))
-            if cancel_pending:
-                tokens += self._cancel_all_locked("cancelled by shutdown(cancel_pending=True)")
+            self._bulk = True  # one progress check at the end, not one per task
+            try:
+                for h in list(self._intervals):
+                    tokens.append((h, self._cancel_locked(h, "stopped by shutdown()")[1]))
+                for h in list(self._paused):  # paused one-shots: nothing would resume them
+                    reason = "stopped by shutdown() while paused"
+                    tokens.append((h, self._cancel_locked(h, reason)[1]))
+                if cancel_pending:
+                    tokens += self._cancel_all_locked("cancelled by shutdown(cancel_pending=True)")
+            finally:
+                self._bulk = False
+            self._closed_progress_locked()
             if self._timer is not None:
                 self._cond.notify()
         self._notify_all(tokens)
@@ -1694,6 +1701,16 @@ class Scheduler:
     def _cancel_all_locked(self, reason: str) -> list[tuple[Any, list[Any] | None]]:
         """Cancel every task that has not started (lock held). Returns what to do once
         the lock is released (see :meth:`_notify_all`)."""
+        bulk, self._bulk = self._bulk, True  # one progress check at the end
+        try:
+            tokens = self._cancel_all_bulk_locked(reason)
+        finally:
+            self._bulk = bulk
+        if self._closing and not bulk:
+            self._closed_progress_locked()
+        return tokens
+
+    def _cancel_all_bulk_locked(self, reason: str) -> list[tuple[Any, list[Any] | None]]:
         tokens: list[tuple[Any, list[Any] | None]] = []
         timeouts = []
         for h in self._wheel.drain():
@@ -1730,7 +1747,8 @@ class Scheduler:
             if type(h) is _Later:
                 h.run_calls()
             elif token is not None:
-                notify(h, token)
+                if token:
+                    notify(h, token)
                 if listen:
                     self._emit("cancelled", h, reason=self._cancel_reason(h))
 
