@@ -228,7 +228,7 @@ def lateness(cfg: Config) -> Section:
     keys = [REF, *_loop_keys(), CONDITION]
     runs: dict[str, list[LatenessRun]] = {k: [] for k in keys}
     own = ""
-    for rep_, key in interleaved(keys, reps):
+    for rep_, key in interleaved(keys, reps, warmup=not cfg.smoke):
         log(f"lateness: {n:,} timers over {spread:g} s, rep {rep_ + 1}/{reps}: {key}")
         if key == REF:
             run, own = lateness_wheeltask(offsets, lead)
@@ -236,7 +236,8 @@ def lateness(cfg: Config) -> Section:
             run = lateness_condition(offsets, lead)
         else:
             run = lateness_loop(key, offsets, lead)
-        runs[key].append(run)
+        if rep_ >= 0:  # not the warm-up round
+            runs[key].append(run)
 
     def col(key: str, field: str) -> list[float]:
         return [float(getattr(r, field)) for r in runs[key]]
@@ -392,10 +393,12 @@ def burst(cfg: Config) -> Section:
         "asyncio": lambda: burst_loop("asyncio", n, cfg.margin + n * POST_BUDGET["asyncio"]),
     }
     keys = list(peers)
-    log(f"burst: {n:,} timers with one deadline x {reps} reps: {', '.join(keys)}")
     runs: dict[str, list[BurstRun]] = {k: [] for k in keys}
-    for _, key in interleaved(keys, reps):
-        runs[key].append(peers[key]())
+    for rep_, key in interleaved(keys, reps, warmup=not cfg.smoke):
+        log(f"burst: {n:,} timers with one deadline, rep {rep_ + 1}/{reps}: {key}")
+        run = peers[key]()
+        if rep_ >= 0:  # not the warm-up round
+            runs[key].append(run)
     samples = Samples()
     for key in keys:
         for run in runs[key]:
