@@ -28,6 +28,8 @@ from ._group import TaskGroup as TaskGroup
 from ._handle import TaskHandle as TaskHandle
 from ._handle import TaskState as TaskState
 from ._handle import current_task as current_task
+from ._pipeline import Pipeline as Pipeline
+from ._pipeline import PipelineStats as PipelineStats
 from ._scheduler import Scheduler as Scheduler
 from ._scheduler import Stats as Stats
 
@@ -38,6 +40,8 @@ __all__ = [
     "DuplicateTask",
     "Event",
     "MonotonicClock",
+    "Pipeline",
+    "PipelineStats",
     "QueueFull",
     "Retry",
     "Scheduler",

@@ -1,0 +1,594 @@
+"""Pipelines: periodic batch sources feeding consumers on the worker pool.
+
+bgtaskqueue's loaders and go-conveyor's producers in one abstraction: sources are
+called on the wheel (every N seconds, or on a cron schedule) or drained as items
+arrive (channels); each item is handed to consumers as ordinary tasks of a scheduler,
+with its task options, backpressure, deduplication and a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import dataclasses
+import datetime
+import functools
+import inspect
+import itertools
+import logging
+import math
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, final
+
+from ._clock import is_number, real_monotonic
+from ._errors import TaskCancelled
+from ._handle import CANCELLED, FAILED, SUCCEEDED, TaskHandle, callable_name
+from ._pool import count_value
+
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["Pipeline", "PipelineStats"]
+
+logger = logging.getLogger("wheeltask")
+
+_MODES: Final = ("fanout", "round_robin")
+_SOURCE_BACKOFF_CAP: Final = 60.0  # seconds between loads of a failing source, at most
+_CHANNEL_POLL: Final = 0.05  # seconds a channel thread waits for an item before re-checking
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class PipelineStats:
+    """A snapshot of a pipeline's counters (``Pipeline.stats()``).
+
+    ``loaded`` counts items taken from the sources (and ``put``); ``queued`` deliveries
+    posted and not started; ``delivered`` deliveries handed to a consumer; ``succeeded``
+    and ``failed`` finished deliveries (an item of an unknown type counts as failed);
+    ``deduplicated`` items dropped because an item with the same key was live;
+    ``aborted`` items removed by ``abort()``; ``source_errors`` source calls that
+    raised; ``backlog`` items loaded and not finished (queued or in flight).
+    """
+
+    loaded: int
+    queued: int
+    delivered: int
+    succeeded: int
+    failed: int
+    deduplicated: int
+    aborted: int
+    source_errors: int
+    backlog: int
+
+
+@final
+class _Item:
+    """One loaded item: how many of its deliveries are not finished, and their handles."""
+
+    __slots__ = ("handles", "key", "left", "value")
+
+    def __init__(self, value: object, key: object) -> None:
+        self.value = value
+        self.key = key
+        self.left = 0
+        self.handles: list[TaskHandle] = []
+
+
+def _is_channel(source: object) -> bool:
+    return isinstance(source, (queue.Queue, asyncio.Queue)) or (
+        not callable(source)
+        and (
+            isinstance(source, (collections.abc.Iterator, collections.abc.AsyncIterator))
+            or (isinstance(source, collections.abc.Iterable) and not isinstance(source, str))
+        )
+    )
+
+
+class Pipeline:
+    """Periodic batch sources feeding consumers, on a scheduler's worker pool.
+
+    Args:
+        sources: callables returning an iterable batch (plain or ``async def``), called
+            every ``every`` seconds or on ``cron``; or channels drained as items arrive
+            (a ``queue.Queue``, an ``asyncio.Queue``, an iterator or async iterator), each
+            on a thread of its own.
+        consumers: a list (``mode`` says how items are shared) or a dict
+            ``{type: consumer}`` with ``route(item) -> type``.
+        every: seconds between loads (1.0 when neither ``every`` nor ``cron`` is given).
+        cron: six fields, seconds first (``"*/5 * * * * *"``), in local wall-clock time
+            (needs the ``cron`` extra: croniter).
+        capacity: a source is not called while this many loaded items are unfinished
+            (one batch may overshoot it); a channel waits.
+        key: ``key(item)``; an item whose key is live (queued or in flight) is dropped.
+        mode: ``"fanout"`` (every consumer gets every item) or ``"round_robin"`` (each
+            item goes to exactly one consumer, in turn).
+        route: with dict ``consumers``: ``route(item)`` gives the item's type.
+        scheduler: the scheduler the loads and deliveries run on (the default one).
+        stop_on_source_error: stop loading when a source raises (else it is logged,
+            counted, and called again at a later turn, with backoff).
+        name: shown in task names and logs.
+        **task_options: ``post_task`` options of every delivery (``retries``,
+            ``timeout``, ...); ``priority`` may be a callable of the item.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[object],
+        consumers: Sequence[Callable[[Any], object]] | Mapping[object, Callable[[Any], object]],
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        capacity: int = 1000,
+        key: Callable[[Any], object] | None = None,
+        mode: str = "fanout",
+        route: Callable[[Any], object] | None = None,
+        scheduler: Scheduler | None = None,
+        stop_on_source_error: bool = False,
+        name: str = "pipeline",
+        **task_options: Any,
+    ) -> None:
+        from ._default import get_scheduler  # noqa: PLC0415 - _default imports the scheduler
+        from ._scheduler import _task_extra  # noqa: PLC0415
+
+        if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence) or not sources:
+            raise ValueError(f"sources must be a non-empty list of sources, got {sources!r}")
+        for s in sources:
+            if not (callable(s) or _is_channel(s)):
+                raise TypeError(
+                    "each source must be a callable returning a batch, a queue.Queue, an "
+                    f"asyncio.Queue or an (async) iterator, got {s!r}"
+                )
+        if isinstance(consumers, Mapping):
+            if not consumers:
+                raise ValueError("consumers must not be empty")
+            if route is None or not callable(route):
+                raise TypeError(f"route must be callable with a dict of consumers, got {route!r}")
+            routes: dict[object, Callable[[Any], object]] = dict(consumers)
+            routed: dict[object, Callable[[Any], object]] | None = routes
+            targets = list(routes.values())
+        else:
+            if isinstance(consumers, (str, bytes)) or not isinstance(consumers, Sequence):
+                raise TypeError(f"consumers must be a list or a dict, got {consumers!r}")
+            if not consumers:
+                raise ValueError("consumers must be a non-empty list or dict")
+            if mode not in _MODES:
+                raise ValueError(f"mode must be 'fanout' or 'round_robin', got {mode!r}")
+            if route is not None:
+                raise TypeError("route is for a dict of consumers {type: consumer}")
+            routed = None
+            targets = list(consumers)
+        for c in targets:
+            if not callable(c):
+                raise TypeError(f"each consumer must be callable, got {c!r}")
+        if every is not None and cron is not None:
+            raise ValueError("every and cron are exclusive: give one of them")
+        cron_after: Callable[[datetime.datetime], datetime.datetime] | None = None
+        if cron is not None:
+            cron_after = _check_cron(cron)
+        else:
+            every = 1.0 if every is None else every
+            if not is_number(every) or not (0.005 <= every < math.inf):
+                raise ValueError(f"every must be a number of seconds >= 0.005, got {every!r}")
+        if type(capacity) is not int or capacity < 1:
+            raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be callable or None, got {key!r}")
+        priority = task_options.get("priority")
+        options = {k: v for k, v in task_options.items() if k != "priority" or not callable(v)}
+        if "key" in options or "interval" in options or "delay" in options:
+            raise TypeError("key, interval and delay are the pipeline's own, not task options")
+        _task_extra(None, None, options)  # every other option checked as post_task would
+        self._cron = cron_after
+        self._sched = scheduler if scheduler is not None else get_scheduler()
+        self._sources = list(sources)
+        self._consumers = targets
+        self._routed = routed
+        self._route = route
+        self._mode = mode
+        self._every = None if every is None else float(every)
+        self._capacity = capacity
+        self._key = key
+        self._priority = priority if callable(priority) else None
+        self._options = options
+        self._stop_on_error = stop_on_source_error
+        self._name = name
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # channels wait for backlog room
+        self._turn = itertools.cycle(range(len(targets)))
+        self._live: dict[object, _Item] = {}  # items by key, while unfinished
+        self._unfinished: dict[int, _Item] = {}
+        self._loads: list[TaskHandle] = []
+        self._threads: list[threading.Thread] = []
+        self._errors: dict[int, int] = {}  # consecutive errors per source
+        self._started = False
+        self._stopping = False
+        self._loaded = itertools.count()
+        self._posted = itertools.count()
+        self._delivered = itertools.count()
+        self._succeeded = itertools.count()
+        self._failed = itertools.count()
+        self._dedup = 0
+        self._aborted = 0
+        self._source_errors = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> Pipeline:
+        """Start loading: callable sources at once and then every ``every`` seconds (or
+        at each cron time), channels on threads of their own. Returns the pipeline."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError(f"pipeline {self._name!r} was started already")
+            self._started = True
+        for i, source in enumerate(self._sources):
+            if callable(source) and not isinstance(source, (queue.Queue, asyncio.Queue)):
+                self._loads.append(self._schedule_load(i, source))
+            else:
+                t = threading.Thread(
+                    target=self._drain,
+                    args=(source,),
+                    name=f"{self._name}-channel-{i}",
+                    daemon=True,
+                )
+                self._threads.append(t)
+                t.start()
+        return self
+
+    def _schedule_load(self, i: int, source: Callable[[], object]) -> TaskHandle:
+        name = f"{self._name}: load {callable_name(source)}"
+        if self._cron is None:
+            assert self._every is not None
+            return self._sched.post_task(
+                self._load, i, source, delay=0.0, interval=self._every, name=name
+            )
+        return self._sched.post_task(
+            self._load_cron, i, source, delay=self._cron_delay(), name=name
+        )
+
+    def _cron_delay(self) -> float:
+        assert self._cron is not None
+        now = datetime.datetime.now()
+        nxt = self._cron(now)
+        return max(0.0, (nxt - now).total_seconds())
+
+    def _load_cron(self, i: int, source: Callable[[], object]) -> None:
+        """A cron turn: load, then post the next turn (one at a time: never overlaps)."""
+        try:
+            self._load(i, source)
+        finally:
+            self._next_cron_turn(i, source)
+
+    def _next_cron_turn(self, i: int, source: Callable[[], object]) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            name = f"{self._name}: load {callable_name(source)}"
+            delay = self._cron_delay()
+            self._loads[i] = self._sched.post_task(
+                self._load_cron, i, source, delay=delay, name=name
+            )
+
+    def _load(self, i: int, source: Callable[[], object]) -> None:
+        """One turn of a callable source (on a worker; the wheel never runs it twice at
+        once: interval runs do not overlap)."""
+        if self._stopping:
+            return
+        if self._backlog() >= self._capacity:
+            return  # backpressure: its next turn may find room
+        try:
+            batch = source()
+            if inspect.isawaitable(batch):
+                batch = asyncio.run(_awaited(batch))
+            items = list(batch) if batch is not None else []  # type: ignore[call-overload]
+        except Exception as exc:  # noqa: BLE001 - a source's failure is the pipeline's to report
+            self._source_failed(i, source, exc)
+            return
+        self._errors.pop(i, None)
+        for item in items:
+            self._accept(item)
+
+    def _source_failed(self, i: int, source: object, exc: Exception) -> None:
+        with self._lock:
+            self._source_errors += 1
+            n = self._errors[i] = self._errors.get(i, 0) + 1
+        logger.error(
+            "pipeline %r: source %s raised (error %d in a row)",
+            self._name,
+            callable_name(source),
+            n,
+            exc_info=exc,
+        )
+        if self._stop_on_error:
+            self._halt()
+            return
+        if self._cron is None and i < len(self._loads):
+            assert self._every is not None
+            # Backoff: its next turn comes after every * 2^(n-1) seconds, at most 60 s.
+            delay = min(_SOURCE_BACKOFF_CAP, self._every * 2 ** min(n - 1, 30))
+            self._loads[i].reschedule(max(delay, self._every), interval=self._every)
+
+    def _drain(self, source: object) -> None:
+        """A channel's thread: take items as they arrive, waiting while the backlog is
+        full, until the pipeline stops."""
+        try:
+            if isinstance(source, queue.Queue):
+                while not self._stopping:
+                    try:
+                        item = source.get(timeout=_CHANNEL_POLL)
+                    except queue.Empty:
+                        continue
+                    self._accept(item, wait=True)
+            elif isinstance(source, asyncio.Queue):
+                self._drain_async_queue(source)
+            elif isinstance(source, collections.abc.AsyncIterator):
+                asyncio.run(self._drain_async_iter(source))
+            else:
+                for item in iter(source):  # type: ignore[call-overload]
+                    if self._stopping:
+                        break
+                    self._accept(item, wait=True)
+        except Exception as exc:  # noqa: BLE001 - reported and counted like a source call
+            self._source_failed(-1, source, exc)
+
+    def _drain_async_queue(self, q: asyncio.Queue[Any]) -> None:
+        loop = getattr(q, "_loop", None)  # the loop it is bound to, once used
+        if loop is not None and loop.is_running():
+            while not self._stopping:
+                fut = asyncio.run_coroutine_threadsafe(
+                    asyncio.wait_for(q.get(), _CHANNEL_POLL), loop
+                )
+                try:
+                    item = fut.result()
+                except (TimeoutError, asyncio.TimeoutError):
+                    continue
+                self._accept(item, wait=True)
+        else:
+
+            async def run() -> None:
+                while not self._stopping:
+                    try:
+                        item = await asyncio.wait_for(q.get(), _CHANNEL_POLL)
+                    except (TimeoutError, asyncio.TimeoutError):
+                        continue
+                    self._accept(item, wait=True)
+
+            asyncio.run(run())
+
+    async def _drain_async_iter(self, it: collections.abc.AsyncIterator[Any]) -> None:
+        async for item in it:
+            if self._stopping:
+                break
+            self._accept(item, wait=True)
+
+    def _halt(self) -> None:
+        """Stop loading (callable sources and channels); deliveries go on."""
+        with self._lock:
+            self._stopping = True
+            loads = list(self._loads)
+            self._room.notify_all()
+        for h in loads:
+            h.cancel()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop loading; let queued and in-flight deliveries finish.
+
+        Args:
+            timeout: seconds to wait at most; when it passes, deliveries that have not
+                started are cancelled. From inside a consumer, nothing is waited for.
+
+        Returns:
+            True if every delivery finished. Idempotent.
+        """
+        from ._scheduler import check_timeout  # noqa: PLC0415
+
+        timeout = check_timeout(timeout)
+        self._halt()
+        me = _current_delivery()
+        if me is not None and me._sched is self._sched:
+            with self._lock:
+                return not any(i.left for i in self._unfinished.values())
+        end = None if timeout is None else real_monotonic() + timeout
+        sched = self._sched
+        clock_now = sched._clock.now if sched._manual else real_monotonic
+        if sched._manual and timeout is not None:
+            end = clock_now() + timeout
+        while True:
+            with self._lock:
+                handles = [h for i in self._unfinished.values() for h in i.handles if not h.done()]
+            if not handles:
+                return True
+            for h in handles:
+                remaining = None if end is None else max(0.0, end - clock_now())
+                try:
+                    if not h.wait_for_finished(remaining):
+                        self._cancel_waiting("cancelled: the pipeline's stop() timed out")
+                        return False
+                except TaskCancelled:
+                    pass
+
+    def _cancel_waiting(self, reason: str) -> None:
+        with self._lock:
+            handles = [h for i in self._unfinished.values() for h in i.handles]
+        for h in handles:
+            self._sched._cancel(h, reason)
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------- items
+    def put(self, item: object) -> bool:
+        """Hand one item to the consumers now (go-conveyor's ``AddTask``), as if a source
+        had loaded it. Returns False if it was dropped as a duplicate of a live key."""
+        return self._accept(item)
+
+    def abort(self, key: object) -> bool:
+        """Remove the queued item with this key: its deliveries that have not started
+        are cancelled. Returns True if any was, False if none was queued."""
+        with self._lock:
+            item = self._live.get(key)
+            handles = [] if item is None else list(item.handles)
+        removed = False
+        for h in handles:
+            if self._sched._cancel(h, "aborted by Pipeline.abort()") and h.cancelled():
+                removed = True
+        if removed:
+            with self._lock:
+                self._aborted += 1
+        return removed
+
+    def _backlog(self) -> int:
+        return len(self._unfinished)
+
+    def _accept(self, value: object, wait: bool = False) -> bool:
+        """A loaded item: dedup, then one delivery per target consumer."""
+        k = None if self._key is None else self._key(value)
+        with self._lock:
+            if wait:
+                while len(self._unfinished) >= self._capacity and not self._stopping:
+                    self._room.wait(_CHANNEL_POLL)
+            if k is not None and k in self._live:
+                self._dedup += 1
+                return False
+            item = _Item(value, k)
+            next(self._loaded)
+            if k is not None:
+                self._live[k] = item
+            self._unfinished[id(item)] = item
+            targets = self._targets_locked(value)
+            item.left = len(targets)
+        if not targets:
+            self._finish(item)
+            return True
+        options = self._options
+        if self._priority is not None:
+            options = {**options, "priority": self._priority(value)}
+        post = self._sched.post_task
+        for consumer in targets:
+            next(self._posted)
+            try:
+                h = post(self._deliver, consumer, value, name=callable_name(consumer), **options)
+            except Exception:  # refused (a shutdown): counted failed, logged
+                logger.exception("pipeline %r: a delivery of %r was refused", self._name, value)
+                next(self._failed)
+                self._delivery_done(item)
+                continue
+            item.handles.append(h)
+            h.add_done_callback(functools.partial(self._outcome, item=item))
+        return True
+
+    def _targets_locked(self, value: object) -> list[Callable[[Any], object]]:
+        if self._routed is not None:
+            assert self._route is not None
+            try:
+                kind = self._route(value)
+                consumer = self._routed.get(kind)
+            except Exception:
+                logger.exception("pipeline %r: route() raised for %r", self._name, value)
+                consumer, kind = None, "<route raised>"
+            if consumer is None:
+                next(self._failed)
+                logger.error(
+                    "pipeline %r: no consumer for type %r of item %r: counted as failed",
+                    self._name,
+                    kind,
+                    value,
+                )
+                return []
+            return [consumer]
+        if self._mode == "round_robin":
+            return [self._consumers[next(self._turn)]]
+        return self._consumers
+
+    def _deliver(self, consumer: Callable[[Any], object], value: object) -> object:
+        from ._handle import current_task  # noqa: PLC0415
+
+        me = current_task()
+        if me is None or me.attempts <= 1:
+            next(self._delivered)
+        return consumer(value)
+
+    def _outcome(self, h: TaskHandle, *, item: _Item) -> None:
+        st = h._state
+        if st == SUCCEEDED:
+            next(self._succeeded)
+        elif st == FAILED:
+            next(self._failed)
+        elif st == CANCELLED and h.runs == 0 and not h.attempts:
+            pass  # never delivered: aborted or stopped
+        self._delivery_done(item)
+
+    def _delivery_done(self, item: _Item) -> None:
+        with self._lock:
+            item.left -= 1
+            if item.left > 0:
+                return
+        self._finish(item)
+
+    def _finish(self, item: _Item) -> None:
+        with self._lock:
+            self._unfinished.pop(id(item), None)
+            if item.key is not None and self._live.get(item.key) is item:
+                del self._live[item.key]
+            self._room.notify_all()
+
+    # ----------------------------------------------------------------- metrics
+    def stats(self) -> PipelineStats:
+        """A snapshot of the counters (see :class:`PipelineStats`)."""
+        with self._lock:
+            posted = count_value(self._posted)
+            delivered = count_value(self._delivered)
+            queued = sum(1 for i in self._unfinished.values() for h in i.handles if h._state < 2)
+            return PipelineStats(
+                loaded=count_value(self._loaded),
+                queued=queued if posted else 0,
+                delivered=delivered,
+                succeeded=count_value(self._succeeded),
+                failed=count_value(self._failed),
+                deduplicated=self._dedup,
+                aborted=self._aborted,
+                source_errors=self._source_errors,
+                backlog=len(self._unfinished),
+            )
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopping else "running" if self._started else "new"
+        return f"<Pipeline {self._name!r} {state} backlog={len(self._unfinished)}>"
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _current_delivery() -> TaskHandle | None:
+    from ._handle import current_task  # noqa: PLC0415
+
+    return current_task()
+
+
+def _check_cron(expr: object) -> Callable[[datetime.datetime], datetime.datetime]:
+    """A function giving the next cron time after a datetime; ValueError if invalid."""
+    if not isinstance(expr, str):
+        raise TypeError(f"cron must be a str of six fields (seconds first), got {expr!r}")
+    try:
+        from croniter import croniter  # noqa: PLC0415 - the optional cron extra
+    except ImportError:
+        raise ImportError(
+            "cron= needs the croniter package: pip install 'wheeltask[cron]'"
+        ) from None
+    if len(expr.split()) != 6 or not croniter.is_valid(expr, second_at_beginning=True):
+        raise ValueError(
+            f"cron must be a valid expression of six fields, seconds first "
+            f"(e.g. '*/5 * * * * *'), got {expr!r}"
+        )
+
+    def after(moment: datetime.datetime) -> datetime.datetime:
+        nxt: datetime.datetime = croniter(expr, moment, second_at_beginning=True).get_next(
+            datetime.datetime
+        )
+        return nxt
+
+    return after
