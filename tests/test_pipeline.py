@@ -181,9 +181,11 @@ def test_a_full_backlog_stops_loading_until_it_drains() -> None:
     with Scheduler(max_workers=8) as s:  # loads need a worker too: 6 block, 2 stay free
         p = Pipeline([source], [lambda item: gate.wait(10)], every=0.01, capacity=5, scheduler=s)
         p.start()
-        wait_until(lambda: p.stats().backlog >= 5)
+        wait_until(lambda: p.stats().loaded >= 6)
+        threading.Event().wait(0.05)
         loads = p.stats().loaded
         assert loads == 6  # two batches of 3: one batch may overshoot the capacity
+        assert p.stats().backlog == 6
         threading.Event().wait(0.1)  # ten more turns: all skipped
         assert p.stats().loaded == loads
         gate.set()
@@ -417,3 +419,24 @@ def test_bad_input_raises_before_anything_starts(
     with pytest.raises(exc, match=message):
         Pipeline(*args, scheduler=sched, **kwargs)
     assert sched.stats() == before
+
+
+def test_lean_deliveries_stop_with_a_timeout_and_survive_a_scheduler_shutdown() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=1) as s:
+        p = Pipeline([lambda: range(5)], [lambda item: gate.wait(10)], every=3600, scheduler=s)
+        p.start()
+        wait_until(lambda: p.stats().loaded == 5)
+        assert p.stop(timeout=0.05) is False  # four queued deliveries cancelled
+        gate.set()
+        wait_until(lambda: p.stats().backlog == 0)
+        assert p.stats().succeeded == 1
+    q_gate = threading.Event()
+    s2 = Scheduler(max_workers=1)
+    p2 = Pipeline([lambda: range(3)], [lambda item: q_gate.wait(10)], every=3600, scheduler=s2)
+    p2.start()
+    wait_until(lambda: p2.stats().loaded == 3)
+    q_gate.set()
+    s2.shutdown(cancel_pending=True)  # under the pipeline
+    assert p2.stop(timeout=5)
+    assert p2.stats().backlog == 0

@@ -19,11 +19,11 @@ import logging
 import math
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 from ._clock import is_number, real_monotonic
-from ._errors import TaskCancelled
+from ._errors import QueueFull, SchedulerShutdown, TaskCancelled
 from ._handle import CANCELLED, FAILED, SUCCEEDED, TaskHandle, callable_name
 from ._pool import count_value
 
@@ -204,6 +204,17 @@ class Pipeline:
         self._errors: dict[int, int] = {}  # consecutive errors per source
         self._started = False
         self._stopping = False
+        self._fast = not options and self._priority is None
+        # No options, no key, one consumer per item: see _accept_lean.
+        self._lean = (
+            self._fast
+            and key is None
+            and (routed is not None or mode == "round_robin" or len(targets) == 1)
+        )
+        self._lean_in = itertools.count()  # lean items loaded ...
+        self._lean_out = itertools.count()  # ... and finished
+        self._lean_batches: list[list[TaskHandle]] = []
+        self._waiting = 0  # channel threads waiting for room in the backlog
         self._loaded = itertools.count()
         self._posted = itertools.count()
         self._delivered = itertools.count()
@@ -285,8 +296,7 @@ class Pipeline:
             self._source_failed(i, source, exc)
             return
         self._errors.pop(i, None)
-        for item in items:
-            self._accept(item)
+        self._accept_many(items)
 
     def _source_failed(self, i: int, source: object, exc: Exception) -> None:
         with self._lock:
@@ -386,8 +396,7 @@ class Pipeline:
         self._halt()
         me = _current_delivery()
         if me is not None and me._sched is self._sched:
-            with self._lock:
-                return not any(i.left for i in self._unfinished.values())
+            return self._backlog() <= 1  # (its own delivery)
         end = None if timeout is None else real_monotonic() + timeout
         sched = self._sched
         clock_now = sched._clock.now if sched._manual else real_monotonic
@@ -396,7 +405,9 @@ class Pipeline:
         while True:
             with self._lock:
                 handles = [h for i in self._unfinished.values() for h in i.handles if not h.done()]
+                handles += [h for b in self._lean_batches for h in b if not h.done()]
             if not handles:
+                self._prune()
                 return True
             for h in handles:
                 remaining = None if end is None else max(0.0, end - clock_now())
@@ -409,9 +420,14 @@ class Pipeline:
 
     def _cancel_waiting(self, reason: str) -> None:
         with self._lock:
-            handles = [h for i in self._unfinished.values() for h in i.handles]
-        for h in handles:
-            self._sched._cancel(h, reason)
+            pairs = [(i, h) for i in self._unfinished.values() for h in i.handles]
+            lean = [h for b in self._lean_batches for h in b]
+        for item, h in pairs:
+            if self._sched._cancel_now(h, reason) and self._fast:
+                self._delivery_done(item)  # (a done callback does it otherwise)
+        for h in lean:
+            if self._sched._cancel_now(h, reason):
+                next(self._lean_out)
 
     def __enter__(self) -> Pipeline:
         return self.start()
@@ -433,52 +449,142 @@ class Pipeline:
             handles = [] if item is None else list(item.handles)
         removed = False
         for h in handles:
-            if self._sched._cancel(h, "aborted by Pipeline.abort()") and h.cancelled():
+            if self._sched._cancel_now(h, "aborted by Pipeline.abort()"):
                 removed = True
+                if self._fast and item is not None:
+                    self._delivery_done(item)  # (a done callback does it otherwise)
         if removed:
             with self._lock:
                 self._aborted += 1
         return removed
 
     def _backlog(self) -> int:
-        return len(self._unfinished)
+        """Items loaded and not finished."""
+        return len(self._unfinished) + count_value(self._lean_in) - count_value(self._lean_out)
 
     def _accept(self, value: object, wait: bool = False) -> bool:
-        """A loaded item: dedup, then one delivery per target consumer."""
-        k = None if self._key is None else self._key(value)
+        """One loaded item; False if it was dropped as a duplicate."""
+        return self._accept_many((value,), wait) == 1
+
+    def _accept_many(self, values: Iterable[object], wait: bool = False) -> int:
+        """Loaded items: dedup and bookkeeping under one lock, then one delivery per
+        target consumer each. Returns how many were accepted."""
+        if self._lean and not wait:
+            return self._accept_lean(values)
+        key = self._key
+        plan: list[tuple[_Item, list[Callable[[Any], object]]]] = []
         with self._lock:
-            if wait:
-                while len(self._unfinished) >= self._capacity and not self._stopping:
-                    self._room.wait(_CHANNEL_POLL)
-            if k is not None and k in self._live:
-                self._dedup += 1
-                return False
-            item = _Item(value, k)
-            next(self._loaded)
-            if k is not None:
-                self._live[k] = item
-            self._unfinished[id(item)] = item
-            targets = self._targets_locked(value)
-            item.left = len(targets)
-        if not targets:
-            self._finish(item)
-            return True
-        options = self._options
-        if self._priority is not None:
-            options = {**options, "priority": self._priority(value)}
+            for value in values:
+                if wait:  # a channel: wait for room in the backlog
+                    while self._backlog() >= self._capacity and not self._stopping:
+                        self._waiting += 1
+                        try:
+                            self._room.wait(_CHANNEL_POLL)
+                        finally:
+                            self._waiting -= 1
+                k = None if key is None else key(value)
+                if k is not None and k in self._live:
+                    self._dedup += 1
+                    continue
+                item = _Item(value, k)
+                next(self._loaded)
+                if k is not None:
+                    self._live[k] = item
+                self._unfinished[id(item)] = item
+                targets = self._targets_locked(value)
+                item.left = len(targets)
+                plan.append((item, targets))
+        for item, targets in plan:
+            if not targets:
+                self._finish(item)
+                continue
+            self._post(item, targets)
+        return len(plan)
+
+    def _accept_lean(self, values: Iterable[object]) -> int:
+        """The lean path (no task options, no key, one consumer per item): no per-item
+        bookkeeping object; the backlog is a pair of counters, the handles one list
+        per batch (for stop()). A loaded batch with nothing else to track allocates
+        only the tasks themselves, which keeps the garbage collector's work down."""
         post = self._sched.post_task
-        for consumer in targets:
-            next(self._posted)
+        deliver = self._deliver_lean
+        loaded = self._loaded
+        lean_in = self._lean_in
+        batch: list[TaskHandle] = []
+        append = batch.append
+        single = self._consumers[0] if len(self._consumers) == 1 else None
+        with self._lock:
+            self._lean_batches.append(batch)
+        n = 0
+        for value in values:
+            if single is not None:
+                consumer = single
+            else:
+                with self._lock:
+                    targets = self._targets_locked(value)
+                if not targets:
+                    next(loaded)
+                    n += 1
+                    continue
+                consumer = targets[0]
+            next(loaded)
+            next(lean_in)
+            n += 1
             try:
-                h = post(self._deliver, consumer, value, name=callable_name(consumer), **options)
-            except Exception:  # refused (a shutdown): counted failed, logged
+                append(post(deliver, consumer, value))
+            except (SchedulerShutdown, QueueFull, RuntimeError):  # refused: counted
                 logger.exception("pipeline %r: a delivery of %r was refused", self._name, value)
                 next(self._failed)
-                self._delivery_done(item)
+                next(self._lean_out)
+        return n
+
+    def _deliver_lean(self, consumer: Callable[[Any], object], value: object) -> object:
+        next(self._delivered)
+        try:
+            result = consumer(value)
+        except BaseException:
+            next(self._failed)
+            next(self._lean_out)
+            if self._waiting:
+                self._wake_channels()
+            raise  # the task fails with it: stored on the handle, logged
+        next(self._succeeded)
+        next(self._lean_out)
+        if self._waiting:
+            self._wake_channels()
+        return result
+
+    def _wake_channels(self) -> None:
+        with self._lock:
+            self._room.notify_all()
+
+    def _post(self, item: _Item, targets: list[Callable[[Any], object]]) -> None:
+        post = self._sched.post_task
+        if self._fast:  # no task options: the plain (cheapest) tasks, accounted inline
+            for consumer in targets:
+                try:
+                    item.handles.append(post(self._deliver_fast, consumer, item))
+                except (SchedulerShutdown, QueueFull, RuntimeError):  # refused: counted
+                    self._refused(item)
+            return
+        options = self._options
+        if self._priority is not None:
+            options = {**options, "priority": self._priority(item.value)}
+        for consumer in targets:
+            try:
+                h = post(
+                    self._deliver, consumer, item.value, name=callable_name(consumer), **options
+                )
+            except (SchedulerShutdown, QueueFull, RuntimeError):  # refused: counted
+                self._refused(item)
                 continue
             item.handles.append(h)
             h.add_done_callback(functools.partial(self._outcome, item=item))
-        return True
+
+    def _refused(self, item: _Item) -> None:
+        logger.exception("pipeline %r: a delivery of %r was refused", self._name, item.value)
+        next(self._failed)
+        self._delivery_done(item)
 
     def _targets_locked(self, value: object) -> list[Callable[[Any], object]]:
         if self._routed is not None:
@@ -503,6 +609,19 @@ class Pipeline:
             return [self._consumers[next(self._turn)]]
         return self._consumers
 
+    def _deliver_fast(self, consumer: Callable[[Any], object], item: _Item) -> object:
+        """A delivery without task options: counted here, no done callback."""
+        next(self._delivered)
+        try:
+            result = consumer(item.value)
+        except BaseException:
+            next(self._failed)
+            self._delivery_done(item)
+            raise  # the task fails with it: stored on the handle, logged
+        next(self._succeeded)
+        self._delivery_done(item)
+        return result
+
     def _deliver(self, consumer: Callable[[Any], object], value: object) -> object:
         from ._handle import current_task  # noqa: PLC0415
 
@@ -522,22 +641,47 @@ class Pipeline:
         self._delivery_done(item)
 
     def _delivery_done(self, item: _Item) -> None:
-        with self._lock:
-            item.left -= 1
-            if item.left > 0:
-                return
+        if item.left == 1:  # its only delivery (the common case): no lock needed
+            item.left = 0
+        else:
+            with self._lock:
+                item.left -= 1
+                if item.left > 0:
+                    return
         self._finish(item)
 
     def _finish(self, item: _Item) -> None:
+        self._unfinished.pop(id(item), None)  # atomic
+        if item.key is not None or self._waiting:
+            with self._lock:
+                if item.key is not None and self._live.get(item.key) is item:
+                    del self._live[item.key]
+                self._room.notify_all()
+
+    def _prune(self) -> None:
+        """Items whose deliveries were all cancelled without us (a scheduler shut down
+        under the pipeline) are finished here, so that the backlog does not keep them;
+        lean batches whose deliveries are all done are dropped."""
         with self._lock:
-            self._unfinished.pop(id(item), None)
-            if item.key is not None and self._live.get(item.key) is item:
-                del self._live[item.key]
-            self._room.notify_all()
+            self._lean_batches = [b for b in self._lean_batches if not all(h.done() for h in b)]
+            if not self._lean_batches:
+                # Nothing lean is live: counts the deliveries cancelled without us.
+                gap = count_value(self._lean_in) - count_value(self._lean_out)
+                for _ in range(gap):
+                    next(self._lean_out)
+            stale = [
+                i
+                for i in self._unfinished.values()
+                if i.handles and len(i.handles) == i.left and all(h.cancelled() for h in i.handles)
+            ]
+        for item in stale:
+            item.left = 1
+            self._delivery_done(item)
 
     # ----------------------------------------------------------------- metrics
     def stats(self) -> PipelineStats:
         """A snapshot of the counters (see :class:`PipelineStats`)."""
+        self._prune()
         with self._lock:
             posted = count_value(self._posted)
             delivered = count_value(self._delivered)
@@ -551,12 +695,12 @@ class Pipeline:
                 deduplicated=self._dedup,
                 aborted=self._aborted,
                 source_errors=self._source_errors,
-                backlog=len(self._unfinished),
+                backlog=self._backlog(),
             )
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopping else "running" if self._started else "new"
-        return f"<Pipeline {self._name!r} {state} backlog={len(self._unfinished)}>"
+        return f"<Pipeline {self._name!r} {state} backlog={self._backlog()}>"
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -1349,6 +1349,18 @@ class Scheduler:
                 self._emit("cancelled", h, reason=reason)
         return ok
 
+    def _cancel_now(self, h: TaskHandle, reason: str) -> bool:
+        """Cancel; True only if this call cancelled it (for owners that count)."""
+        with self._lock:
+            token = self._cancel_locked(h, reason)[1]
+        if token is None:
+            return False
+        if token:
+            notify(h, token)
+        if self._ev_cancelled:
+            self._emit("cancelled", h, reason=reason)
+        return True
+
     def _cancel_locked(self, h: TaskHandle, reason: str) -> tuple[bool, list[Any] | None]:
         st = h._state
         if st == WAITING and h._wslot is not None:  # the common case: a pending timer
