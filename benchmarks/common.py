@@ -76,15 +76,15 @@ QUICK = Config(
     memory_n=5_000,
     pool_n=30_000,
     tpe_n=5_000,
-    lateness_n=20_000,
+    lateness_n=10_000,
     lateness_spread=0.3,
-    burst_n=50_000,
+    burst_n=30_000,
     margin=0.2,
-    idle_n=20_000,
-    idle_window=1.0,
+    idle_n=10_000,
+    idle_window=0.5,
     apscheduler_n=2_000,
     work_n=2_000,
-    exit_n=20_000,
+    exit_n=10_000,
 )
 
 SMOKE = Config(

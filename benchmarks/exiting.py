@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import Config, Samples, Section, cell, interleaved, log, median, num, table
+from common import Config, Samples, Section, cell, interleaved, log, median, num, ratio, table
+from timer_peers import _apscheduler_3
 
 PROBE = Path(__file__).with_name("exit_probe.py")
 REF = "wheeltask"
@@ -33,7 +33,7 @@ def _once(key: str, n: int) -> tuple[float, float]:
 
 def exit_time(cfg: Config) -> Section:
     keys = [REF, "asyncio", "heapq-condition", "tpe"]
-    if importlib.util.find_spec("apscheduler") is not None:
+    if _apscheduler_3():
         keys.append("apscheduler")
     sizes = {k: cfg.apscheduler_n if k == "apscheduler" else cfg.exit_n for k in keys}
     reps = cfg.heavy_reps
@@ -43,12 +43,14 @@ def exit_time(cfg: Config) -> Section:
         call, total = _once(key, sizes[key])
         samples.add(key, "call", call * 1e3)
         samples.add(key, "total", total * 1e3)
+    ref = samples.get(REF, "total")
     rows = [
         [
             LABELS[k],
             f"{sizes[k]:,}",
             cell(samples.get(k, "call")),
             cell(samples.get(k, "total")),
+            num(ratio(samples.get(k, "total"), ref)),
         ]
         for k in keys
     ]
@@ -61,11 +63,14 @@ def exit_time(cfg: Config) -> Section:
         "*to exit*: from the call to the end of the process, interpreter teardown "
         "included.",
         "",
-        table(["peer", "N", "call", "to exit"], rows),
+        table(["peer", "N", "call", "to exit", "x wheeltask (to exit)"], rows),
         "",
         f"- wheeltask: {num(median(samples.get(REF, 'call')))} ms in `wait_and_exit()`, "
         f"{num(median(samples.get(REF, 'total')))} ms to the end of the process; every "
         "pending handle ends CANCELLED with the reason, its waiters woken.",
     ]
-    data = {"call_ms": {k: median(samples.get(k, "call")) for k in keys}}
+    data = {
+        "call_ms": {k: median(samples.get(k, "call")) for k in keys},
+        "to_exit_ms": {k: median(samples.get(k, "total")) for k in keys},
+    }
     return Section("\n".join(md), [], data)

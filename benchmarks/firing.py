@@ -30,7 +30,7 @@ from common import (
     ratio,
     table,
 )
-from timer_peers import noop
+from timer_peers import _apscheduler_3, noop
 
 import wheeltask
 
@@ -229,7 +229,8 @@ def lateness(cfg: Config) -> Section:
     runs: dict[str, list[LatenessRun]] = {k: [] for k in keys}
     own = ""
     for rep_, key in interleaved(keys, reps, warmup=not cfg.smoke):
-        log(f"lateness: {n:,} timers over {spread:g} s, rep {rep_ + 1}/{reps}: {key}")
+        which = "warm-up" if rep_ < 0 else f"rep {rep_ + 1}/{reps}"
+        log(f"lateness: {n:,} timers over {spread:g} s, {which}: {key}")
         if key == REF:
             run, own = lateness_wheeltask(offsets, lead)
         elif key == CONDITION:
@@ -307,8 +308,11 @@ def lateness(cfg: Config) -> Section:
     for goal in goals:
         md += ["", goal.line()]
     data = {
+        "p50_ms": {k: median(col(k, "p50")) for k in keys},
         "p99_ms": {k: median(col(k, "p99")) for k in keys},
+        "max_ms": {k: median(col(k, "max")) for k in keys},
         "early": {k: sum(r.early for r in runs[k]) for k in keys},
+        # Lateness outside [-5, 40) ms is counted in the first or last bin.
         "hist_ms": {"low": HIST_LOW, "width": HIST_WIDTH, "bins": HIST_BINS},
         "hist": {k: [sum(c) for c in zip(*(r.hist for r in runs[k]), strict=True)] for k in keys},
         "labels": {k: LABELS[k] for k in keys},
@@ -383,6 +387,27 @@ def burst_loop(key: str, n: int, lead: float) -> BurstRun:
     return BurstRun(n / (finished[0] - max(deadline, posted)), posted - t0, lead)
 
 
+def burst_condition(n: int, lead: float) -> BurstRun:
+    """The textbook heapq + Condition scheduler: its one thread runs the callbacks."""
+    from timer_peers import ConditionScheduler  # noqa: PLC0415 - its peer only
+
+    finished: list[float] = []
+    all_ran = threading.Event()
+    hit = _counting_callback(n, finished, all_ran.set)
+    timers = ConditionScheduler()
+    call_later = timers.call_later
+    mono = time.monotonic
+    clean_heap()
+    t0 = mono()
+    deadline = t0 + lead
+    for _ in range(n):
+        call_later(max(deadline - mono(), 0.0), hit)
+    posted = mono()
+    all_ran.wait()
+    timers.close()
+    return BurstRun(n / (finished[0] - max(deadline, posted)), posted - t0, lead)
+
+
 def burst(cfg: Config) -> Section:
     """Row 6: N timers with one deadline; callbacks/s from the deadline to the last one."""
     n, reps = cfg.burst_n, cfg.heavy_reps
@@ -392,10 +417,14 @@ def burst(cfg: Config) -> Section:
         SHUTDOWN_WAIT: lambda: burst_wheeltask(n, wt_lead, wait_in_shutdown=True),
         "asyncio": lambda: burst_loop("asyncio", n, cfg.margin + n * POST_BUDGET["asyncio"]),
     }
+    if "uvloop" in _loop_keys():
+        peers["uvloop"] = lambda: burst_loop("uvloop", n, cfg.margin + n * POST_BUDGET["uvloop"])
+    peers[CONDITION] = lambda: burst_condition(n, cfg.margin + n * POST_BUDGET[CONDITION])
     keys = list(peers)
     runs: dict[str, list[BurstRun]] = {k: [] for k in keys}
     for rep_, key in interleaved(keys, reps, warmup=not cfg.smoke):
-        log(f"burst: {n:,} timers with one deadline, rep {rep_ + 1}/{reps}: {key}")
+        which = "warm-up" if rep_ < 0 else f"rep {rep_ + 1}/{reps}"
+        log(f"burst: {n:,} timers with one deadline, {which}: {key}")
         run = peers[key]()
         if rep_ >= 0:  # not the warm-up round
             runs[key].append(run)
@@ -441,7 +470,8 @@ def burst(cfg: Config) -> Section:
         "",
         goal.line(),
     ]
-    return Section("\n".join(md), [goal])
+    data = {"rate": {k: median(samples.get(k, "rate")) for k in keys}}
+    return Section("\n".join(md), [goal], data)
 
 
 # ------------------------------------------------------------------------- idle
@@ -449,13 +479,9 @@ def percent(x: float) -> str:
     return f"{x:.3f}"
 
 
-def idle_once(n: int, window: float) -> tuple[float, int]:
-    """% of one core used over ``window`` s by a process whose Scheduler holds n timers,
+def _measure_idle(window: float) -> tuple[float, int]:
+    """CPU share (% of one core) of the whole process over ``window`` s of wall time,
     and the context switches of all its threads meanwhile."""
-    scheduler = wheeltask.Scheduler(max_workers=WORKERS)
-    post = scheduler.post_task
-    for _ in range(n):
-        post(noop, delay=IDLE_DELAY)
     clean_heap()
     time.sleep(IDLE_SETTLE)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -463,40 +489,95 @@ def idle_once(n: int, window: float) -> tuple[float, int]:
     time.sleep(window)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
-    scheduler.shutdown(wait=True, cancel_pending=True)
     switches = (usage1.ru_nvcsw - usage0.ru_nvcsw) + (usage1.ru_nivcsw - usage0.ru_nivcsw)
     return 100 * cpu / wall, switches
+
+
+def idle_once(key: str, n: int, window: float) -> tuple[float, int]:
+    """One idle measurement of one holder of ``n`` timers an hour away."""
+    if key == REF:
+        scheduler = wheeltask.Scheduler(max_workers=WORKERS)
+        for _ in range(n):
+            scheduler.post_task(noop, delay=IDLE_DELAY)
+        try:
+            return _measure_idle(window)
+        finally:
+            scheduler.shutdown(wait=True, cancel_pending=True)
+    if key == CONDITION:
+        from timer_peers import ConditionScheduler  # noqa: PLC0415 - its peer only
+
+        timers = ConditionScheduler()
+        for _ in range(n):
+            timers.call_later(IDLE_DELAY, noop)
+        try:
+            return _measure_idle(window)
+        finally:
+            timers.close()
+    if key == "apscheduler":
+        from apscheduler.schedulers.background import (  # noqa: PLC0415 - optional
+            BackgroundScheduler,
+        )
+
+        aps = BackgroundScheduler()
+        aps.start()
+        for _ in range(n):
+            aps.add_job(noop, "interval", seconds=IDLE_DELAY)
+        try:
+            return _measure_idle(window)
+        finally:
+            aps.shutdown(wait=False)
+    # An event loop running in a thread of its own, holding the timers.
+    loop = _new_loop(key)
+    for _ in range(n):
+        loop.call_later(IDLE_DELAY, noop)
+    thread = threading.Thread(target=loop.run_forever, name=f"idle-{key}")
+    thread.start()
+    try:
+        return _measure_idle(window)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
 
 def idle(cfg: Config) -> Section:
     """Row 7: CPU share of a process whose scheduler holds timers an hour away."""
     n, window, reps = cfg.idle_n, cfg.idle_window, cfg.heavy_reps
-    log(f"idle: {n:,} timers 1 h away, {window:g} s window x {reps} reps")
+    keys = [REF, *_loop_keys(), CONDITION]
+    sizes = dict.fromkeys(keys, n)
+    if importlib.util.find_spec("apscheduler") is not None and _apscheduler_3():
+        keys.append("apscheduler")
+        sizes["apscheduler"] = cfg.apscheduler_n
     samples = Samples()
-    for _ in range(reps):
-        share, switches = idle_once(n, window)
-        samples.add(REF, "cpu", share)
-        samples.add(REF, "switches", switches)
+    for rep_, key in interleaved(keys, reps):
+        log(f"idle: {sizes[key]:,} timers 1 h away, {window:g} s, rep {rep_ + 1}/{reps}: {key}")
+        share, switches = idle_once(key, sizes[key], window)
+        samples.add(key, "cpu", share)
+        samples.add(key, "switches", switches)
     cpu = median(samples.get(REF, "cpu"))
     goal = Goal(f"idle CPU under {IDLE_GOAL:g}% of a core", f"{percent(cpu)}%", cpu < IDLE_GOAL)
+    labels = {**LABELS, "apscheduler": "APScheduler 3 BackgroundScheduler (interval jobs)"}
+    rows = [
+        [
+            labels[k],
+            f"{sizes[k]:,}",
+            cell(samples.get(k, "cpu"), percent),
+            cell(samples.get(k, "switches"), count),
+        ]
+        for k in keys
+    ]
     md = [
-        f"## 7. Idle: a Scheduler holding {n:,} timers 1 h away (median of {reps} reps (min-max))",
+        f"## 7. Idle: holding timers 1 h away (median of {reps} reps (min-max))",
         "",
         f"`time.process_time()` of the whole process over {window:g} s of wall time while "
         "the main thread sleeps, and the context switches of all its threads (the main "
-        "thread's own sleep accounts for about 1).",
+        "thread's own sleep accounts for about 1). The event loops run in a thread of "
+        "their own. No ratio column: the figures are near zero, so ratios of them would "
+        "be noise.",
         "",
-        table(
-            ["holder", "CPU % of one core", "context switches"],
-            [
-                [
-                    LABELS[REF],
-                    cell(samples.get(REF, "cpu"), percent),
-                    cell(samples.get(REF, "switches"), count),
-                ]
-            ],
-        ),
+        table(["holder", "N", "CPU % of one core", "context switches"], rows),
         "",
         goal.line(),
     ]
-    return Section("\n".join(md), [goal])
+    data = {"cpu_percent": {k: median(samples.get(k, "cpu")) for k in keys}}
+    return Section("\n".join(md), [goal], data)

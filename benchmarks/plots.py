@@ -29,7 +29,16 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
                 ax.plot(post["sizes"], values, marker="o", color=colour, label=post["labels"][key])
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("timers pending")
+            for j, row in enumerate(post.get("slow", [])):
+                ax.plot(
+                    [row["n"]],
+                    [row[field]],
+                    marker="s",
+                    linestyle="none",
+                    color=f"C{(len(post['labels']) + j) % 10}",
+                    label=f"{row['label']} (N = {row['n']:,})",
+                )
+            ax.set_xlabel("timers posted (N): the average cost while 0 -> N are pending")
             ax.set_ylabel("ns per timer")
             ax.set_title(title)
             ax.grid(True, which="both", alpha=0.3)

@@ -57,6 +57,7 @@ SECTIONS: dict[str, Callable[[Config], Section]] = {
     "burst": firing.burst,
     "idle": firing.idle,
     "exit": exiting.exit_time,
+    "pipeline": throughput.pipeline,
 }
 
 
@@ -183,6 +184,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                 f"--only: unknown section(s) {', '.join(map(repr, unknown))}; "
                 f"choose from {', '.join(SECTIONS)}"
             )
+    if (
+        args.json is not None
+        and args.plot is not None
+        and Path(args.json).resolve() == Path(args.plot).resolve()
+    ):
+        parser.error("--json and --plot must not be the same path")
     if args.json is not None and (why := _writable_file(args.json)):
         parser.error(f"--json {args.json!r}: cannot write there: {why}")
     if args.plot is not None:

@@ -40,7 +40,17 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
     for peer in ("asyncio", "ThreadPoolExecutor", "sched.enter", "threading.Timer"):
         assert peer in out
     assert "heapq + threading.Condition scheduler" in out
-    for title in ("## 1.", "## 3.", "## 4.", "### 4b.", "## 5.", "## 6.", "## 7.", "## 8."):
+    for title in (
+        "## 1.",
+        "## 3.",
+        "## 4.",
+        "### 4b.",
+        "## 5.",
+        "## 6.",
+        "## 7.",
+        "## 8.",
+        "## 9.",
+    ):
         assert title in out, title
     results = json.loads((tmp_path / "out.json").read_text())
     assert set(results["sections"]) == {
@@ -52,9 +62,10 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
         "burst",
         "idle",
         "exit",
+        "pipeline",
     }
     goals = [g for s in results["sections"].values() for g in s["goals"]]
-    assert len(goals) == 11 and all(isinstance(g["met"], bool) for g in goals)
+    assert len(goals) == 12 and all(isinstance(g["met"], bool) for g in goals)
     assert results["sections"]["lateness"]["data"]["early"]["wheeltask"] == 0
     if plot:
         for chart in ("cost_per_timer.png", "lateness.png"):
@@ -69,6 +80,7 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
         (["--json", "."], "cannot write there: it is a directory"),
         (["--plot", "/proc/charts"], "--plot '/proc/charts': cannot write there"),
         (["--quick", "--smoke"], "not allowed with argument"),
+        (["--json", "same", "--plot", "same"], "--json and --plot must not be the same path"),
     ],
 )
 def test_bench_bad_arguments_exit_2_before_anything_runs(args: list[str], message: str) -> None:

@@ -184,8 +184,9 @@ def _bench(argv: list[str]) -> int:
         Path.cwd() / "benchmarks",
     ]
     for folder in candidates:
-        if (folder / "run.py").is_file() and (folder / "common.py").is_file():
-            break
+        run_py = folder / "run.py"
+        if run_py.is_file() and "wheeltask benchmark suite" in run_py.read_text()[:200]:
+            break  # (not another project's benchmarks/ in the current directory)
     else:
         print(
             "python -m wheeltask bench: the benchmark suite is in the source checkout, not "
