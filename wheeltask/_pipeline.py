@@ -214,6 +214,7 @@ class Pipeline:
         self._lean_in = itertools.count()  # lean items loaded ...
         self._lean_out = itertools.count()  # ... and finished
         self._lean_batches: list[list[TaskHandle]] = []
+        self._filling = 0  # lean batches being posted right now
         self._waiting = 0  # channel threads waiting for room in the backlog
         self._loaded = itertools.count()
         self._posted = itertools.count()
@@ -406,9 +407,13 @@ class Pipeline:
             with self._lock:
                 handles = [h for i in self._unfinished.values() for h in i.handles if not h.done()]
                 handles += [h for b in self._lean_batches for h in b if not h.done()]
+                filling = self._filling
             if not handles:
-                self._prune()
-                return True
+                if not filling:
+                    self._prune()
+                    return True
+                threading.Event().wait(0.001)  # a load is posting its batch
+                continue
             for h in handles:
                 remaining = None if end is None else max(0.0, end - clock_now())
                 try:
@@ -506,15 +511,23 @@ class Pipeline:
         bookkeeping object; the backlog is a pair of counters, the handles one list
         per batch (for stop()). A loaded batch with nothing else to track allocates
         only the tasks themselves, which keeps the garbage collector's work down."""
+        batch: list[TaskHandle] = []
+        with self._lock:
+            self._lean_batches.append(batch)
+            self._filling += 1  # (_prune leaves the batches alone meanwhile)
+        try:
+            return self._post_lean(values, batch)
+        finally:
+            with self._lock:
+                self._filling -= 1
+
+    def _post_lean(self, values: Iterable[object], batch: list[TaskHandle]) -> int:
         post = self._sched.post_task
         deliver = self._deliver_lean
         loaded = self._loaded
         lean_in = self._lean_in
-        batch: list[TaskHandle] = []
         append = batch.append
         single = self._consumers[0] if len(self._consumers) == 1 else None
-        with self._lock:
-            self._lean_batches.append(batch)
         n = 0
         for value in values:
             if single is not None:
@@ -663,6 +676,8 @@ class Pipeline:
         under the pipeline) are finished here, so that the backlog does not keep them;
         lean batches whose deliveries are all done are dropped."""
         with self._lock:
+            if self._filling:  # a batch is being posted: its handles are not all there
+                return
             self._lean_batches = [b for b in self._lean_batches if not all(h.done() for h in b)]
             if not self._lean_batches:
                 # Nothing lean is live: counts the deliveries cancelled without us.
