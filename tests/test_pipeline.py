@@ -440,3 +440,165 @@ def test_lean_deliveries_stop_with_a_timeout_and_survive_a_scheduler_shutdown() 
     s2.shutdown(cancel_pending=True)  # under the pipeline
     assert p2.stop(timeout=5)
     assert p2.stats().backlog == 0
+
+
+# ------------------------------------------------------ regressions (review)
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_key_or_priority_that_raises_fails_that_item_only(
+    clock: VirtualClock, sched: Scheduler, lean: bool
+) -> None:
+    got: list[int] = []
+
+    def key(item: int) -> int:
+        if item == 2:
+            raise ValueError("no key for 2")
+        return item
+
+    options: dict[str, Any] = {} if lean else {"key": key}
+    if lean:
+        options["priority"] = lambda item: 1 // (item - 2)  # raises for 2
+    p = Pipeline([lambda: [0, 1, 2, 3]], [got.append], scheduler=sched, **options)
+    p.start()
+    clock.advance(0)
+    assert sorted(got) == [0, 1, 3]
+    st = p.stats()
+    assert (st.loaded, st.failed, st.succeeded, st.backlog) == (4, 1, 3, 0)
+    p.stop()
+
+
+def test_a_dict_of_one_consumer_still_routes(clock: VirtualClock, sched: Scheduler) -> None:
+    evens: list[int] = []
+    p = Pipeline(
+        [lambda: [0, 1, 2, 3]],
+        {"even": evens.append},
+        route=lambda i: "even" if i % 2 == 0 else "odd",
+        scheduler=sched,
+    )
+    p.start()
+    clock.advance(0)
+    assert evens == [0, 2]
+    assert p.stats().failed == 2
+    p.stop()
+    with pytest.raises(ValueError, match=r"^mode must stay 'fanout' with a dict"):
+        Pipeline([list], {"a": print}, route=str, mode="round_robin", scheduler=sched)
+
+
+@pytest.mark.parametrize("key", [None, str])
+def test_stop_during_a_load_waits_for_its_batch(key: Any) -> None:
+    in_load = threading.Event()
+    release = threading.Event()
+    got: list[int] = []
+
+    def source() -> list[int]:
+        in_load.set()
+        release.wait(10)
+        return [1, 2, 3]
+
+    with Scheduler(max_workers=2) as s:
+        p = Pipeline([source], [got.append], every=3600, key=key, scheduler=s)
+        p.start()
+        assert in_load.wait(10)
+        result: list[bool] = []
+        stopper = threading.Thread(target=lambda: result.append(p.stop(timeout=10)))
+        stopper.start()
+        threading.Event().wait(0.05)
+        assert not result  # waiting for the load under way
+        release.set()
+        stopper.join(10)
+        assert result == [True]
+        assert sorted(got) == [1, 2, 3]  # all delivered before stop() returned
+        with pytest.raises(RuntimeError, match="is stopped: put"):
+            p.put(4)
+
+
+def test_stop_joins_the_channel_threads() -> None:
+    q: queue.Queue[str] = queue.Queue()
+    with Scheduler(max_workers=2) as s:
+        p = Pipeline([q], [print], scheduler=s)
+        p.start()
+        assert p.stop(timeout=5)
+        assert not any(t.is_alive() for t in p._threads)
+
+
+def test_a_delivery_cancelled_from_outside_does_not_stick_in_the_backlog(
+    clock: VirtualClock, sched: Scheduler
+) -> None:
+    seen: list[str] = []
+    p = Pipeline([queue.Queue()], [seen.append, seen.append], key=str, scheduler=sched)
+    assert p.put("k")
+    deliveries = sched.tasks()
+    deliveries[1].cancel()  # not through the pipeline
+    clock.advance(0)
+    assert seen == ["k"]
+    assert p.stats().backlog == 0
+    assert p.put("k")  # the key is free again
+    clock.advance(0)
+    assert p.stop()
+
+
+def test_lean_batches_do_not_pile_up_without_stats(sched: Scheduler) -> None:
+    p = Pipeline([queue.Queue()], [print], scheduler=sched)
+    for i in range(300):
+        p.put(i)
+        sched.run_due()
+    assert len(p._lean_batches) <= 65
+
+
+def test_stats_count_queued_deliveries(sched: Scheduler) -> None:
+    p = Pipeline([queue.Queue()], [print, print], scheduler=sched)
+    for i in range(3):
+        p.put(i)
+    st = p.stats()
+    assert (st.queued, st.backlog) == (6, 3)
+    sched.run_due()
+    assert p.stats().queued == 0
+
+
+def test_source_backoff_hits_the_failing_source_when_a_channel_comes_first(
+    clock: VirtualClock, sched: Scheduler
+) -> None:
+    bad: list[float] = []
+    good: list[float] = []
+
+    def failing() -> list[int]:
+        bad.append(clock.now())
+        raise OSError("down")
+
+    def healthy() -> list[int]:
+        good.append(clock.now())
+        return []
+
+    p = Pipeline([iter([]), failing, healthy], [print], every=1, scheduler=sched)
+    p.start()
+    clock.advance(7.5)
+    assert bad == [0.0, 1.0, 3.0, 7.0]
+    assert good == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    p.stop()
+
+
+def test_a_route_may_call_the_pipeline(clock: VirtualClock, sched: Scheduler) -> None:
+    got: list[int] = []
+
+    def route(item: int) -> str:
+        p.stats()  # re-entrant: no deadlock
+        return "x"
+
+    p = Pipeline([lambda: [1]], {"x": got.append}, route=route, scheduler=sched)
+    p.start()
+    clock.advance(0)
+    assert got == [1]
+    p.stop()
+
+
+def test_a_delivery_cancelled_between_retries_counts_as_failed(
+    clock: VirtualClock, sched: Scheduler
+) -> None:
+    def flaky(item: int) -> None:
+        raise Retry(delay=10)
+
+    p = Pipeline([queue.Queue()], [flaky], retries=3, scheduler=sched)
+    p.put(1)
+    clock.advance(1)  # first attempt failed; the next waits on the wheel
+    assert p.stop(timeout=0) is False
+    st = p.stats()
+    assert (st.delivered, st.succeeded, st.failed, st.backlog) == (1, 0, 1, 0)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from ._clock import is_number, real_monotonic
 from ._errors import QueueFull, SchedulerShutdown, TaskCancelled
-from ._handle import CANCELLED, FAILED, SUCCEEDED, TaskHandle, callable_name
+from ._handle import CANCELLED, FAILED, RUNNING, SUCCEEDED, TaskHandle, callable_name
 from ._pool import count_value
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ logger = logging.getLogger("wheeltask")
 _MODES: Final = ("fanout", "round_robin")
 _SOURCE_BACKOFF_CAP: Final = 60.0  # seconds between loads of a failing source, at most
 _CHANNEL_POLL: Final = 0.05  # seconds a channel thread waits for an item before re-checking
+_PRUNE_AT: Final = 64  # lean batches kept before the finished ones are dropped
 
 
 @final
@@ -145,6 +146,11 @@ class Pipeline:
                 raise ValueError("consumers must not be empty")
             if route is None or not callable(route):
                 raise TypeError(f"route must be callable with a dict of consumers, got {route!r}")
+            if mode != "fanout":
+                raise ValueError(
+                    f"mode must stay 'fanout' with a dict of consumers (each item goes to "
+                    f"the consumer of its type), got {mode!r}"
+                )
             routes: dict[object, Callable[[Any], object]] = dict(consumers)
             routed: dict[object, Callable[[Any], object]] | None = routes
             targets = list(routes.values())
@@ -194,12 +200,15 @@ class Pipeline:
         self._options = options
         self._stop_on_error = stop_on_source_error
         self._name = name
-        self._lock = threading.Lock()
+        # Re-entrant: a route, key or listener that calls stats() or put() must not hang.
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)  # channels wait for backlog room
         self._turn = itertools.cycle(range(len(targets)))
         self._live: dict[object, _Item] = {}  # items by key, while unfinished
         self._unfinished: dict[int, _Item] = {}
-        self._loads: list[TaskHandle] = []
+        self._loads: dict[int, TaskHandle] = {}  # by source index (callable sources)
+        self._loading = 0  # loads, put() calls and channel accepts under way
+        self._stopped = False  # stop() has returned once
         self._threads: list[threading.Thread] = []
         self._errors: dict[int, int] = {}  # consecutive errors per source
         self._started = False
@@ -215,9 +224,9 @@ class Pipeline:
         self._lean_out = itertools.count()  # ... and finished
         self._lean_batches: list[list[TaskHandle]] = []
         self._filling = 0  # lean batches being posted right now
+        self._cancelling = 0  # _cancel_waiting() calls under way
         self._waiting = 0  # channel threads waiting for room in the backlog
         self._loaded = itertools.count()
-        self._posted = itertools.count()
         self._delivered = itertools.count()
         self._succeeded = itertools.count()
         self._failed = itertools.count()
@@ -235,7 +244,7 @@ class Pipeline:
             self._started = True
         for i, source in enumerate(self._sources):
             if callable(source) and not isinstance(source, (queue.Queue, asyncio.Queue)):
-                self._loads.append(self._schedule_load(i, source))
+                self._loads[i] = self._schedule_load(i, source)
             else:
                 t = threading.Thread(
                     target=self._drain,
@@ -284,20 +293,38 @@ class Pipeline:
     def _load(self, i: int, source: Callable[[], object]) -> None:
         """One turn of a callable source (on a worker; the wheel never runs it twice at
         once: interval runs do not overlap)."""
-        if self._stopping:
+        if len(self._lean_batches) > _PRUNE_AT:
+            self._prune()
+        if not self._enter():
             return
-        if self._backlog() >= self._capacity:
-            return  # backpressure: its next turn may find room
         try:
-            batch = source()
-            if inspect.isawaitable(batch):
-                batch = asyncio.run(_awaited(batch))
-            items = list(batch) if batch is not None else []  # type: ignore[call-overload]
-        except Exception as exc:  # noqa: BLE001 - a source's failure is the pipeline's to report
-            self._source_failed(i, source, exc)
-            return
-        self._errors.pop(i, None)
-        self._accept_many(items)
+            if self._backlog() >= self._capacity:
+                return  # backpressure: its next turn may find room
+            try:
+                batch = source()
+                if inspect.isawaitable(batch):
+                    batch = asyncio.run(_awaited(batch))
+                items = list(batch) if batch is not None else []  # type: ignore[call-overload]
+            except Exception as exc:  # noqa: BLE001 - a source's failure is ours to report
+                self._source_failed(i, source, exc)
+                return
+            self._errors.pop(i, None)
+            self._accept_many(items)
+        finally:
+            self._exit()
+
+    def _enter(self, force: bool = False) -> bool:
+        """A load, put() or channel accept begins: False once stopping (a channel still
+        delivers what it took, until stop() has returned)."""
+        with self._lock:
+            if (self._stopping and not force) or self._stopped:
+                return False
+            self._loading += 1
+            return True
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._loading -= 1
 
     def _source_failed(self, i: int, source: object, exc: Exception) -> None:
         with self._lock:
@@ -313,7 +340,7 @@ class Pipeline:
         if self._stop_on_error:
             self._halt()
             return
-        if self._cron is None and i < len(self._loads):
+        if self._cron is None and i in self._loads:
             assert self._every is not None
             # Backoff: its next turn comes after every * 2^(n-1) seconds, at most 60 s.
             delay = min(_SOURCE_BACKOFF_CAP, self._every * 2 ** min(n - 1, 30))
@@ -329,7 +356,7 @@ class Pipeline:
                         item = source.get(timeout=_CHANNEL_POLL)
                     except queue.Empty:
                         continue
-                    self._accept(item, wait=True)
+                    self._take(item)
             elif isinstance(source, asyncio.Queue):
                 self._drain_async_queue(source)
             elif isinstance(source, collections.abc.AsyncIterator):
@@ -338,9 +365,21 @@ class Pipeline:
                 for item in iter(source):  # type: ignore[call-overload]
                     if self._stopping:
                         break
-                    self._accept(item, wait=True)
+                    self._take(item)
         except Exception as exc:  # noqa: BLE001 - reported and counted like a source call
             self._source_failed(-1, source, exc)
+
+    def _take(self, item: object) -> None:
+        """An item a channel has taken: delivered, unless stop() has returned already."""
+        if not self._enter(force=True):
+            logger.warning(
+                "pipeline %r: item %r arrived after stop(): not delivered", self._name, item
+            )
+            return
+        try:
+            self._accept_many((item,), wait=True)
+        finally:
+            self._exit()
 
     def _drain_async_queue(self, q: asyncio.Queue[Any]) -> None:
         loop = getattr(q, "_loop", None)  # the loop it is bound to, once used
@@ -353,7 +392,7 @@ class Pipeline:
                     item = fut.result()
                 except (TimeoutError, asyncio.TimeoutError):
                     continue
-                self._accept(item, wait=True)
+                self._take(item)
         else:
 
             async def run() -> None:
@@ -362,7 +401,7 @@ class Pipeline:
                         item = await asyncio.wait_for(q.get(), _CHANNEL_POLL)
                     except (TimeoutError, asyncio.TimeoutError):
                         continue
-                    self._accept(item, wait=True)
+                    self._take(item)
 
             asyncio.run(run())
 
@@ -370,13 +409,13 @@ class Pipeline:
         async for item in it:
             if self._stopping:
                 break
-            self._accept(item, wait=True)
+            self._take(item)
 
     def _halt(self) -> None:
         """Stop loading (callable sources and channels); deliveries go on."""
         with self._lock:
             self._stopping = True
-            loads = list(self._loads)
+            loads = list(self._loads.values())
             self._room.notify_all()
         for h in loads:
             h.cancel()
@@ -395,14 +434,31 @@ class Pipeline:
 
         timeout = check_timeout(timeout)
         self._halt()
-        me = _current_delivery()
-        if me is not None and me._sched is self._sched:
-            return self._backlog() <= 1  # (its own delivery)
-        end = None if timeout is None else real_monotonic() + timeout
         sched = self._sched
         clock_now = sched._clock.now if sched._manual else real_monotonic
-        if sched._manual and timeout is not None:
-            end = clock_now() + timeout
+        end = None if timeout is None else clock_now() + timeout
+        me = _current_delivery()
+        if me is not None and self._owns(me):
+            # From one of our own deliveries: waiting for the others could need this
+            # very worker. Loading stops; True only if nothing else is unfinished.
+            return self._backlog() <= 1
+        for t in self._threads:  # channels leave within _CHANNEL_POLL (a blocked
+            t.join(0.5)  # iterator cannot be interrupted: it is not waited for longer)
+        while self._loading:  # loads and put() calls under way finish posting first
+            threading.Event().wait(0.001)
+        try:
+            return self._wait_deliveries(end, clock_now)
+        finally:
+            with self._lock:
+                self._stopped = True
+
+    def _owns(self, h: TaskHandle) -> bool:
+        with self._lock:
+            return any(h in i.handles for i in self._unfinished.values()) or any(
+                h in b for b in self._lean_batches
+            )
+
+    def _wait_deliveries(self, end: float | None, clock_now: Callable[[], float]) -> bool:
         while True:
             with self._lock:
                 handles = [h for i in self._unfinished.values() for h in i.handles if not h.done()]
@@ -427,12 +483,17 @@ class Pipeline:
         with self._lock:
             pairs = [(i, h) for i in self._unfinished.values() for h in i.handles]
             lean = [h for b in self._lean_batches for h in b]
+            self._cancelling += 1  # _prune() does not count these cancellations too
+        try:
+            for h in lean:
+                if self._sched._cancel_now(h, reason):
+                    next(self._lean_out)
+        finally:
+            with self._lock:
+                self._cancelling -= 1
         for item, h in pairs:
             if self._sched._cancel_now(h, reason) and self._fast:
                 self._delivery_done(item)  # (a done callback does it otherwise)
-        for h in lean:
-            if self._sched._cancel_now(h, reason):
-                next(self._lean_out)
 
     def __enter__(self) -> Pipeline:
         return self.start()
@@ -443,8 +504,17 @@ class Pipeline:
     # ------------------------------------------------------------------- items
     def put(self, item: object) -> bool:
         """Hand one item to the consumers now (go-conveyor's ``AddTask``), as if a source
-        had loaded it. Returns False if it was dropped as a duplicate of a live key."""
-        return self._accept(item)
+        had loaded it. Returns False if it was dropped as a duplicate of a live key.
+
+        Raises:
+            RuntimeError: the pipeline is stopping or stopped.
+        """
+        if not self._enter():
+            raise RuntimeError(f"pipeline {self._name!r} is stopped: put() takes no item")
+        try:
+            return self._accept_many((item,)) == 1
+        finally:
+            self._exit()
 
     def abort(self, key: object) -> bool:
         """Remove the queued item with this key: its deliveries that have not started
@@ -467,27 +537,38 @@ class Pipeline:
         """Items loaded and not finished."""
         return len(self._unfinished) + count_value(self._lean_in) - count_value(self._lean_out)
 
-    def _accept(self, value: object, wait: bool = False) -> bool:
-        """One loaded item; False if it was dropped as a duplicate."""
-        return self._accept_many((value,), wait) == 1
-
     def _accept_many(self, values: Iterable[object], wait: bool = False) -> int:
-        """Loaded items: dedup and bookkeeping under one lock, then one delivery per
-        target consumer each. Returns how many were accepted."""
+        """Loaded items: each one's key and targets (user code, outside the lock), then
+        dedup and bookkeeping, then one delivery per target consumer. An item whose
+        key() or route() raises is logged and counted loaded and failed; the others go
+        on. Returns how many were accepted."""
         if self._lean and not wait:
             return self._accept_lean(values)
         key = self._key
-        plan: list[tuple[_Item, list[Callable[[Any], object]]]] = []
-        with self._lock:
-            for value in values:
-                if wait:  # a channel: wait for room in the backlog
+        accepted = 0
+        for value in values:
+            if wait:  # a channel: wait for room in the backlog
+                with self._lock:
                     while self._backlog() >= self._capacity and not self._stopping:
                         self._waiting += 1
                         try:
                             self._room.wait(_CHANNEL_POLL)
                         finally:
                             self._waiting -= 1
+            try:
                 k = None if key is None else key(value)
+                targets = self._targets(value)
+                priority = None if self._priority is None else self._priority(value)
+            except Exception:
+                logger.exception(
+                    "pipeline %r: key(), route() or priority() raised for %r: counted failed",
+                    self._name,
+                    value,
+                )
+                next(self._loaded)
+                next(self._failed)
+                continue
+            with self._lock:
                 if k is not None and k in self._live:
                     self._dedup += 1
                     continue
@@ -496,21 +577,21 @@ class Pipeline:
                 if k is not None:
                     self._live[k] = item
                 self._unfinished[id(item)] = item
-                targets = self._targets_locked(value)
                 item.left = len(targets)
-                plan.append((item, targets))
-        for item, targets in plan:
+            accepted += 1
             if not targets:
                 self._finish(item)
                 continue
-            self._post(item, targets)
-        return len(plan)
+            self._post(item, targets, priority)
+        return accepted
 
     def _accept_lean(self, values: Iterable[object]) -> int:
         """The lean path (no task options, no key, one consumer per item): no per-item
         bookkeeping object; the backlog is a pair of counters, the handles one list
         per batch (for stop()). A loaded batch with nothing else to track allocates
         only the tasks themselves, which keeps the garbage collector's work down."""
+        if len(self._lean_batches) > _PRUNE_AT:
+            self._prune()  # (many small batches: put() calls)
         batch: list[TaskHandle] = []
         with self._lock:
             self._lean_batches.append(batch)
@@ -527,15 +608,22 @@ class Pipeline:
         loaded = self._loaded
         lean_in = self._lean_in
         append = batch.append
-        single = self._consumers[0] if len(self._consumers) == 1 else None
+        routed = self._routed is not None
+        single = self._consumers[0] if not routed and len(self._consumers) == 1 else None
         n = 0
         for value in values:
             if single is not None:
                 consumer = single
             else:
-                with self._lock:
-                    targets = self._targets_locked(value)
-                if not targets:
+                try:
+                    targets = self._targets(value)
+                except Exception:
+                    logger.exception(
+                        "pipeline %r: route() raised for %r: counted failed", self._name, value
+                    )
+                    targets = []
+                    next(self._failed)
+                if not targets:  # (an unknown type is counted failed by _targets)
                     next(loaded)
                     n += 1
                     continue
@@ -571,7 +659,9 @@ class Pipeline:
         with self._lock:
             self._room.notify_all()
 
-    def _post(self, item: _Item, targets: list[Callable[[Any], object]]) -> None:
+    def _post(
+        self, item: _Item, targets: list[Callable[[Any], object]], priority: int | None
+    ) -> None:
         post = self._sched.post_task
         if self._fast:  # no task options: the plain (cheapest) tasks, accounted inline
             for consumer in targets:
@@ -581,8 +671,8 @@ class Pipeline:
                     self._refused(item)
             return
         options = self._options
-        if self._priority is not None:
-            options = {**options, "priority": self._priority(item.value)}
+        if priority is not None:
+            options = {**options, "priority": priority}
         for consumer in targets:
             try:
                 h = post(
@@ -599,15 +689,13 @@ class Pipeline:
         next(self._failed)
         self._delivery_done(item)
 
-    def _targets_locked(self, value: object) -> list[Callable[[Any], object]]:
+    def _targets(self, value: object) -> list[Callable[[Any], object]]:
+        """The consumers of an item (the route is user code: no lock held; the turn
+        of round-robin is an atomic next() on an itertools.cycle)."""
         if self._routed is not None:
             assert self._route is not None
-            try:
-                kind = self._route(value)
-                consumer = self._routed.get(kind)
-            except Exception:
-                logger.exception("pipeline %r: route() raised for %r", self._name, value)
-                consumer, kind = None, "<route raised>"
+            kind = self._route(value)
+            consumer = self._routed.get(kind)
             if consumer is None:
                 next(self._failed)
                 logger.error(
@@ -649,9 +737,9 @@ class Pipeline:
             next(self._succeeded)
         elif st == FAILED:
             next(self._failed)
-        elif st == CANCELLED and h.runs == 0 and not h.attempts:
-            pass  # never delivered: aborted or stopped
-        self._delivery_done(item)
+        elif st == CANCELLED and h.attempts:
+            next(self._failed)  # delivered, then cancelled while waiting for a retry
+        self._delivery_done(item)  # (not delivered at all: aborted, stopped or expired)
 
     def _delivery_done(self, item: _Item) -> None:
         if item.left == 1:  # its only delivery (the common case): no lock needed
@@ -679,31 +767,40 @@ class Pipeline:
             if self._filling:  # a batch is being posted: its handles are not all there
                 return
             self._lean_batches = [b for b in self._lean_batches if not all(h.done() for h in b)]
-            if not self._lean_batches:
+            if not self._lean_batches and not self._cancelling:
                 # Nothing lean is live: counts the deliveries cancelled without us.
                 gap = count_value(self._lean_in) - count_value(self._lean_out)
                 for _ in range(gap):
                     next(self._lean_out)
-            stale = [
-                i
-                for i in self._unfinished.values()
-                if i.handles and len(i.handles) == i.left and all(h.cancelled() for h in i.handles)
-            ]
+            # Options path: done callbacks count every end, cancellations included. The
+            # plain path counts its own runs and our cancels; a delivery cancelled by
+            # someone else (a scheduler shut down, a handle from tasks()) is counted
+            # here, once every delivery of the item is done.
+            stale = []
+            if self._fast:
+                stale = [
+                    i
+                    for i in self._unfinished.values()
+                    if i.left > 0 and i.handles and all(h.done() for h in i.handles)
+                ]
+            for item in stale:
+                self._unfinished.pop(id(item), None)
+                item.left = 0
         for item in stale:
-            item.left = 1
-            self._delivery_done(item)
+            self._finish(item)
 
     # ----------------------------------------------------------------- metrics
     def stats(self) -> PipelineStats:
         """A snapshot of the counters (see :class:`PipelineStats`)."""
         self._prune()
         with self._lock:
-            posted = count_value(self._posted)
             delivered = count_value(self._delivered)
-            queued = sum(1 for i in self._unfinished.values() for h in i.handles if h._state < 2)
+            handles = [h for i in self._unfinished.values() for h in i.handles]
+            handles += [h for b in self._lean_batches for h in b]
+            queued = sum(1 for h in handles if h._state < RUNNING)  # pending or queued
             return PipelineStats(
                 loaded=count_value(self._loaded),
-                queued=queued if posted else 0,
+                queued=queued,
                 delivered=delivered,
                 succeeded=count_value(self._succeeded),
                 failed=count_value(self._failed),
