@@ -33,9 +33,9 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
                 ax.plot(
                     [row["n"]],
                     [row[field]],
-                    marker="s",
+                    marker="s^Dv"[j % 4],
                     linestyle="none",
-                    color=f"C{(len(post['labels']) + j) % 10}",
+                    color="black",  # points of their own: not a colour of a line
                     label=f"{row['label']} (N = {row['n']:,})",
                 )
             ax.set_xlabel("timers posted (N): the average cost while 0 -> N are pending")
