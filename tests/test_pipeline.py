@@ -602,3 +602,20 @@ def test_a_delivery_cancelled_between_retries_counts_as_failed(
     assert p.stop(timeout=0) is False
     st = p.stats()
     assert (st.delivered, st.succeeded, st.failed, st.backlog) == (1, 0, 1, 0)
+
+
+def test_stop_from_a_source_or_a_route_does_not_hang(clock: VirtualClock, sched: Scheduler) -> None:
+    got: list[int] = []
+    results: list[bool] = []
+
+    def source() -> list[int]:
+        results.append(p.stop(timeout=1))  # stop from inside a load
+        return [1, 2]
+
+    p = Pipeline([source], [got.append], every=1, scheduler=sched)
+    p.start()
+    clock.advance(0)
+    assert len(results) == 1
+    clock.advance(2)
+    assert got == [1, 2]  # the batch of that load is still delivered
+    assert p.stats().loaded == 2  # and no later load happened

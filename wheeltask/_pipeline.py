@@ -208,6 +208,7 @@ class Pipeline:
         self._unfinished: dict[int, _Item] = {}
         self._loads: dict[int, TaskHandle] = {}  # by source index (callable sources)
         self._loading = 0  # loads, put() calls and channel accepts under way
+        self._loaders: dict[int, int] = {}  # ... by thread (stop() from one of them)
         self._stopped = False  # stop() has returned once
         self._threads: list[threading.Thread] = []
         self._errors: dict[int, int] = {}  # consecutive errors per source
@@ -320,11 +321,17 @@ class Pipeline:
             if (self._stopping and not force) or self._stopped:
                 return False
             self._loading += 1
+            me = threading.get_ident()
+            self._loaders[me] = self._loaders.get(me, 0) + 1
             return True
 
     def _exit(self) -> None:
         with self._lock:
             self._loading -= 1
+            me = threading.get_ident()
+            n = self._loaders.pop(me) - 1
+            if n:
+                self._loaders[me] = n
 
     def _source_failed(self, i: int, source: object, exc: Exception) -> None:
         with self._lock:
@@ -444,7 +451,10 @@ class Pipeline:
             return self._backlog() <= 1
         for t in self._threads:  # channels leave within _CHANNEL_POLL (a blocked
             t.join(0.5)  # iterator cannot be interrupted: it is not waited for longer)
-        while self._loading:  # loads and put() calls under way finish posting first
+        # Loads and put() calls under way finish posting first (not one this thread is
+        # in: a source, key or route that calls stop()).
+        own = self._loaders.get(threading.get_ident(), 0)
+        while self._loading > own:
             threading.Event().wait(0.001)
         try:
             return self._wait_deliveries(end, clock_now)
