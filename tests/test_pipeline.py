@@ -619,3 +619,54 @@ def test_stop_from_a_source_or_a_route_does_not_hang(clock: VirtualClock, sched:
     clock.advance(2)
     assert got == [1, 2]  # the batch of that load is still delivered
     assert p.stats().loaded == 2  # and no later load happened
+
+
+def test_stop_honours_its_timeout_while_a_source_is_stuck() -> None:
+    stuck = threading.Event()
+    release = threading.Event()
+
+    def source() -> list[int]:
+        stuck.set()
+        release.wait(10)
+        return [1]
+
+    with Scheduler(max_workers=2) as s:
+        p = Pipeline([source], [print], every=3600, scheduler=s)
+        p.start()
+        assert stuck.wait(10)
+        result: list[bool] = []
+        stopper = threading.Thread(target=lambda: result.append(p.stop(timeout=0.2)))
+        stopper.start()
+        stopper.join(5)
+        assert result == [False]  # it did not wait for the stuck source past 0.2 s
+        release.set()
+
+
+def test_stop_from_a_key_function_on_a_channel_thread() -> None:
+    q: queue.Queue[str] = queue.Queue()
+    got: list[str] = []
+    answers: list[bool] = []
+
+    def key(item: str) -> str:
+        if item == "stop":
+            answers.append(p.stop(timeout=1))
+        return item
+
+    with Scheduler(max_workers=2) as s:
+        p = Pipeline([q], [got.append], key=key, scheduler=s)
+        p.start()
+        q.put("a")
+        q.put("stop")
+        wait_until(lambda: answers)
+        assert answers == [False]  # from inside an accept: it cannot wait for it
+        wait_until(lambda: len(got) == 2)
+        assert p.stats().failed == 0
+
+
+def test_finished_lean_batches_are_dropped_as_puts_go_on(sched: Scheduler) -> None:
+    p = Pipeline([queue.Queue()], [print], scheduler=sched)
+    for i in range(500):
+        p.put(i)
+        if i % 10 == 9:
+            sched.run_due()
+    assert len(p._lean_batches) <= 11  # at most the unrun ones, not all 500

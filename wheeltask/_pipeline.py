@@ -9,6 +9,7 @@ with its task options, backpressure, deduplication and a clean stop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import collections.abc
 import dataclasses
 import datetime
@@ -37,7 +38,6 @@ logger = logging.getLogger("wheeltask")
 _MODES: Final = ("fanout", "round_robin")
 _SOURCE_BACKOFF_CAP: Final = 60.0  # seconds between loads of a failing source, at most
 _CHANNEL_POLL: Final = 0.05  # seconds a channel thread waits for an item before re-checking
-_PRUNE_AT: Final = 64  # lean batches kept before the finished ones are dropped
 
 
 @final
@@ -68,13 +68,36 @@ class PipelineStats:
 class _Item:
     """One loaded item: how many of its deliveries are not finished, and their handles."""
 
-    __slots__ = ("handles", "key", "left", "value")
+    __slots__ = ("handles", "key", "left", "posted", "value")
 
     def __init__(self, value: object, key: object) -> None:
         self.value = value
         self.key = key
         self.left = 0
         self.handles: list[TaskHandle] = []
+        self.posted = False  # every delivery has been posted
+
+
+@final
+class _Batch:
+    """The handles of one lean batch; ``pos``: all before it are done."""
+
+    __slots__ = ("handles", "open", "pos")
+
+    def __init__(self) -> None:
+        self.handles: list[TaskHandle] = []
+        self.pos = 0
+        self.open = True  # still being posted
+
+    def pending(self) -> list[TaskHandle]:
+        return [h for h in self.handles[self.pos :] if not h.done()]
+
+    def settled(self) -> bool:
+        """All its deliveries done (advances ``pos``; amortised O(1))."""
+        handles = self.handles
+        while self.pos < len(handles) and handles[self.pos].done():
+            self.pos += 1
+        return not self.open and self.pos == len(handles)
 
 
 def _is_channel(source: object) -> bool:
@@ -223,7 +246,7 @@ class Pipeline:
         )
         self._lean_in = itertools.count()  # lean items loaded ...
         self._lean_out = itertools.count()  # ... and finished
-        self._lean_batches: list[list[TaskHandle]] = []
+        self._lean_batches: collections.deque[_Batch] = collections.deque()
         self._filling = 0  # lean batches being posted right now
         self._cancelling = 0  # _cancel_waiting() calls under way
         self._waiting = 0  # channel threads waiting for room in the backlog
@@ -294,8 +317,7 @@ class Pipeline:
     def _load(self, i: int, source: Callable[[], object]) -> None:
         """One turn of a callable source (on a worker; the wheel never runs it twice at
         once: interval runs do not overlap)."""
-        if len(self._lean_batches) > _PRUNE_AT:
-            self._prune()
+        self._drop_settled()
         if not self._enter():
             return
         try:
@@ -444,17 +466,26 @@ class Pipeline:
         sched = self._sched
         clock_now = sched._clock.now if sched._manual else real_monotonic
         end = None if timeout is None else clock_now() + timeout
+        if self._loaders.get(threading.get_ident()):
+            # From a source, key() or route() in a load under way: its batch is still
+            # to be posted, so it cannot be waited for here. Loading stops.
+            return False
         me = _current_delivery()
-        if me is not None and self._owns(me):
+        if me is not None and self._is_ours(me):
             # From one of our own deliveries: waiting for the others could need this
             # very worker. Loading stops; True only if nothing else is unfinished.
             return self._backlog() <= 1
-        for t in self._threads:  # channels leave within _CHANNEL_POLL (a blocked
-            t.join(0.5)  # iterator cannot be interrupted: it is not waited for longer)
-        # Loads and put() calls under way finish posting first (not one this thread is
-        # in: a source, key or route that calls stop()).
-        own = self._loaders.get(threading.get_ident(), 0)
-        while self._loading > own:
+        real_end = None if timeout is None else real_monotonic() + timeout
+        current = threading.current_thread()
+        for t in self._threads:  # channels leave within _CHANNEL_POLL; a blocked
+            if t is not current:  # iterator cannot be interrupted: not waited for long
+                wait = 0.5 if real_end is None else max(0.0, min(0.5, real_end - real_monotonic()))
+                t.join(wait)
+        # Loads and put() calls under way finish posting first, within the timeout.
+        while self._loading:
+            if real_end is not None and real_monotonic() >= real_end:
+                self._cancel_waiting("cancelled: the pipeline's stop() timed out")
+                return False
             threading.Event().wait(0.001)
         try:
             return self._wait_deliveries(end, clock_now)
@@ -462,17 +493,26 @@ class Pipeline:
             with self._lock:
                 self._stopped = True
 
-    def _owns(self, h: TaskHandle) -> bool:
-        with self._lock:
-            return any(h in i.handles for i in self._unfinished.values()) or any(
-                h in b for b in self._lean_batches
-            )
+    def _items_now(self) -> list[_Item]:
+        """The unfinished items (a copy: deliveries remove theirs without the lock;
+        list() of a dict's values runs in C, in one piece under the GIL)."""
+        return list(self._unfinished.values())
+
+    def _is_ours(self, h: TaskHandle) -> bool:
+        """Is ``h`` one of our deliveries? (Its callback is a bound method of ours: no
+        list to search, so it holds even before the poster has stored the handle.)"""
+        cb = h._cb
+        return getattr(cb, "__self__", None) is self and getattr(cb, "__func__", None) in (
+            Pipeline._deliver,
+            Pipeline._deliver_fast,
+            Pipeline._deliver_lean,
+        )
 
     def _wait_deliveries(self, end: float | None, clock_now: Callable[[], float]) -> bool:
         while True:
             with self._lock:
-                handles = [h for i in self._unfinished.values() for h in i.handles if not h.done()]
-                handles += [h for b in self._lean_batches for h in b if not h.done()]
+                handles = [h for i in self._items_now() for h in i.handles if not h.done()]
+                handles += [h for b in list(self._lean_batches) for h in b.pending()]
                 filling = self._filling
             if not handles:
                 if not filling:
@@ -491,8 +531,8 @@ class Pipeline:
 
     def _cancel_waiting(self, reason: str) -> None:
         with self._lock:
-            pairs = [(i, h) for i in self._unfinished.values() for h in i.handles]
-            lean = [h for b in self._lean_batches for h in b]
+            pairs = [(i, h) for i in self._items_now() for h in i.handles]
+            lean = [h for b in list(self._lean_batches) for h in b.pending()]
             self._cancelling += 1  # _prune() does not count these cancellations too
         try:
             for h in lean:
@@ -593,6 +633,7 @@ class Pipeline:
                 self._finish(item)
                 continue
             self._post(item, targets, priority)
+            item.posted = True
         return accepted
 
     def _accept_lean(self, values: Iterable[object]) -> int:
@@ -600,17 +641,26 @@ class Pipeline:
         bookkeeping object; the backlog is a pair of counters, the handles one list
         per batch (for stop()). A loaded batch with nothing else to track allocates
         only the tasks themselves, which keeps the garbage collector's work down."""
-        if len(self._lean_batches) > _PRUNE_AT:
-            self._prune()  # (many small batches: put() calls)
-        batch: list[TaskHandle] = []
+        self._drop_settled()
+        batch = _Batch()
         with self._lock:
             self._lean_batches.append(batch)
             self._filling += 1  # (_prune leaves the batches alone meanwhile)
         try:
-            return self._post_lean(values, batch)
+            return self._post_lean(values, batch.handles)
         finally:
             with self._lock:
+                batch.open = False
                 self._filling -= 1
+
+    def _drop_settled(self) -> None:
+        """Drop the oldest lean batches whose deliveries are all done (cheap: each
+        handle is looked at about once), so that finished ones are not kept."""
+        batches = self._lean_batches
+        if batches:
+            with self._lock:  # (settled() moves a batch's position: one thread at a time)
+                while batches and batches[0].settled():
+                    batches.popleft()
 
     def _post_lean(self, values: Iterable[object], batch: list[TaskHandle]) -> int:
         post = self._sched.post_task
@@ -776,7 +826,7 @@ class Pipeline:
         with self._lock:
             if self._filling:  # a batch is being posted: its handles are not all there
                 return
-            self._lean_batches = [b for b in self._lean_batches if not all(h.done() for h in b)]
+            self._lean_batches = collections.deque(b for b in self._lean_batches if not b.settled())
             if not self._lean_batches and not self._cancelling:
                 # Nothing lean is live: counts the deliveries cancelled without us.
                 gap = count_value(self._lean_in) - count_value(self._lean_out)
@@ -790,8 +840,8 @@ class Pipeline:
             if self._fast:
                 stale = [
                     i
-                    for i in self._unfinished.values()
-                    if i.left > 0 and i.handles and all(h.done() for h in i.handles)
+                    for i in self._items_now()
+                    if i.posted and i.left > 0 and all(h.done() for h in i.handles)
                 ]
             for item in stale:
                 self._unfinished.pop(id(item), None)
@@ -805,8 +855,8 @@ class Pipeline:
         self._prune()
         with self._lock:
             delivered = count_value(self._delivered)
-            handles = [h for i in self._unfinished.values() for h in i.handles]
-            handles += [h for b in self._lean_batches for h in b]
+            handles = [h for i in self._items_now() for h in i.handles]
+            handles += [h for b in list(self._lean_batches) for h in b.handles[b.pos :]]
             queued = sum(1 for h in handles if h._state < RUNNING)  # pending or queued
             return PipelineStats(
                 loaded=count_value(self._loaded),
