@@ -18,7 +18,7 @@ import sched
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import wheeltask
 from wheeltask.testing import manual_scheduler
@@ -187,11 +187,19 @@ class HeapTimers:
         entry[2] = None
 
 
+class _LazyTimers(Protocol):
+    """What HeapqPeer needs of its timers: list entries, cancelled lazily."""
+
+    def call_later(self, delay: float, cb: Callable[..., object], *args: object) -> list[Any]: ...
+
+    def cancel(self, entry: list[Any]) -> None: ...
+
+
 class HeapqPeer(TimerPeer):
     label = "heapq minimal (lazy cancel)"
 
     def __init__(self) -> None:
-        self.timers = HeapTimers()
+        self.timers: _LazyTimers = HeapTimers()
 
     def post_all(self, delays: Sequence[float]) -> list[Any]:
         call_later = self.timers.call_later
@@ -207,6 +215,7 @@ class HeapqPeer(TimerPeer):
             cancel(entry)
 
     def close(self) -> None:
+        assert isinstance(self.timers, HeapTimers)
         self.timers.heap.clear()
 
 
@@ -267,8 +276,9 @@ class ConditionScheduler:
         self.thread.join()
 
 
-class ConditionPeer(TimerPeer):
-    """The textbook scheduler above, live: its thread fires the short timers meanwhile."""
+class ConditionPeer(HeapqPeer):
+    """The textbook scheduler above, live: its thread fires the short timers meanwhile.
+    Posting and cancelling as for ``HeapqPeer`` (the same entries), through its lock."""
 
     label = "heapq + threading.Condition scheduler (live)"
     memory_delay_offset = 3600.0  # its thread would fire the short ones
@@ -276,20 +286,8 @@ class ConditionPeer(TimerPeer):
     def __init__(self) -> None:
         self.timers = ConditionScheduler()
 
-    def post_all(self, delays: Sequence[float]) -> list[Any]:
-        call_later = self.timers.call_later
-        handles: list[Any] = []
-        append = handles.append
-        for delay in delays:
-            append(call_later(delay, noop))
-        return handles
-
-    def cancel_all(self, handles: list[Any]) -> None:
-        cancel = self.timers.cancel
-        for entry in handles:
-            cancel(entry)
-
     def close(self) -> None:
+        assert isinstance(self.timers, ConditionScheduler)
         self.timers.close()
 
 
