@@ -670,3 +670,48 @@ def test_finished_lean_batches_are_dropped_as_puts_go_on(sched: Scheduler) -> No
         if i % 10 == 9:
             sched.run_due()
     assert len(p._lean_batches) <= 11  # at most the unrun ones, not all 500
+
+
+def test_one_slow_delivery_does_not_keep_every_later_lean_batch() -> None:
+    gate = threading.Event()
+    with Scheduler(max_workers=2) as s:
+        p = Pipeline([queue.Queue()], [lambda item: item == "slow" and gate.wait(10)], scheduler=s)
+        p.put("slow")
+        for _ in range(10):  # a steady stream behind the slow one
+            for i in range(200):
+                p.put(i)
+            wait_until(lambda: p._backlog() == 1)
+        assert len(p._lean_batches) <= 600  # not the 2,001 batches put
+        gate.set()
+        assert p.stop(timeout=10)
+
+
+def test_a_batch_loaded_after_stop_gave_up_is_not_delivered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stuck = threading.Event()
+    release = threading.Event()
+    got: list[int] = []
+
+    def source() -> list[int]:
+        stuck.set()
+        release.wait(10)
+        return [1, 2, 3]
+
+    with Scheduler(max_workers=2) as s:
+        p = Pipeline([source], [got.append], every=3600, scheduler=s)
+        p.start()
+        assert stuck.wait(10)
+        assert p.stop(timeout=0.1) is False
+        release.set()
+        wait_until(lambda: p.stats().failed == 3)
+    assert got == []
+    assert "3 item(s) loaded after stop() gave up: not delivered" in caplog.text
+
+
+def test_stop_from_a_fanout_consumer_counts_the_other_delivery(sched: Scheduler) -> None:
+    answers: list[bool] = []
+    p = Pipeline([queue.Queue()], [lambda item: answers.append(p.stop()), print], scheduler=sched)
+    p.put("x")
+    sched.run_due()
+    assert answers == [False]  # the other consumer's delivery had not run yet

@@ -38,6 +38,7 @@ logger = logging.getLogger("wheeltask")
 _MODES: Final = ("fanout", "round_robin")
 _SOURCE_BACKOFF_CAP: Final = 60.0  # seconds between loads of a failing source, at most
 _CHANNEL_POLL: Final = 0.05  # seconds a channel thread waits for an item before re-checking
+_SWEEP_MIN: Final = 64  # lean batches kept before a full pass drops the finished ones
 
 
 @final
@@ -249,6 +250,7 @@ class Pipeline:
         self._lean_batches: collections.deque[_Batch] = collections.deque()
         self._filling = 0  # lean batches being posted right now
         self._cancelling = 0  # _cancel_waiting() calls under way
+        self._sweep_at = _SWEEP_MIN  # lean batches kept before a full pass
         self._waiting = 0  # channel threads waiting for room in the backlog
         self._loaded = itertools.count()
         self._delivered = itertools.count()
@@ -473,8 +475,11 @@ class Pipeline:
         me = _current_delivery()
         if me is not None and self._is_ours(me):
             # From one of our own deliveries: waiting for the others could need this
-            # very worker. Loading stops; True only if nothing else is unfinished.
-            return self._backlog() <= 1
+            # very worker. Loading stops; True only if no other delivery is unfinished.
+            with self._lock:
+                others = [h for i in self._items_now() for h in i.handles]
+                others += [h for b in list(self._lean_batches) for h in b.pending()]
+            return not any(h is not me and not h.done() for h in others)
         real_end = None if timeout is None else real_monotonic() + timeout
         current = threading.current_thread()
         for t in self._threads:  # channels leave within _CHANNEL_POLL; a blocked
@@ -484,6 +489,8 @@ class Pipeline:
         # Loads and put() calls under way finish posting first, within the timeout.
         while self._loading:
             if real_end is not None and real_monotonic() >= real_end:
+                with self._lock:
+                    self._stopped = True  # what a stuck load brings later is not delivered
                 self._cancel_waiting("cancelled: the pipeline's stop() timed out")
                 return False
             threading.Event().wait(0.001)
@@ -592,6 +599,8 @@ class Pipeline:
         dedup and bookkeeping, then one delivery per target consumer. An item whose
         key() or route() raises is logged and counted loaded and failed; the others go
         on. Returns how many were accepted."""
+        if self._stopped:  # a load that outlived a stop() that timed out
+            return self._refuse_late(values)
         if self._lean and not wait:
             return self._accept_lean(values)
         key = self._key
@@ -636,6 +645,20 @@ class Pipeline:
             item.posted = True
         return accepted
 
+    def _refuse_late(self, values: Iterable[object]) -> int:
+        items = list(values)
+        if items:
+            for _ in items:
+                next(self._loaded)
+                next(self._failed)
+            logger.warning(
+                "pipeline %r: %d item(s) loaded after stop() gave up: not delivered "
+                "(counted failed)",
+                self._name,
+                len(items),
+            )
+        return 0
+
     def _accept_lean(self, values: Iterable[object]) -> int:
         """The lean path (no task options, no key, one consumer per item): no per-item
         bookkeeping object; the backlog is a pair of counters, the handles one list
@@ -661,6 +684,13 @@ class Pipeline:
             with self._lock:  # (settled() moves a batch's position: one thread at a time)
                 while batches and batches[0].settled():
                     batches.popleft()
+                if len(batches) > self._sweep_at:
+                    # One slow delivery at the front must not keep every later batch:
+                    # a full pass now and then (amortised: when the count has doubled).
+                    self._lean_batches = batches = collections.deque(
+                        b for b in batches if not b.settled()
+                    )
+                    self._sweep_at = max(_SWEEP_MIN, 2 * len(batches))
 
     def _post_lean(self, values: Iterable[object], batch: list[TaskHandle]) -> int:
         post = self._sched.post_task
