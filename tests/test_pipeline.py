@@ -374,10 +374,16 @@ def test_cron_with_freezegun() -> None:
             scheduler=s,
         )
         p.start()
+        s.run_due()  # the first load, at start()
         for _ in range(7):
             frozen.tick(1)
             s.run_due()
-        assert loads == ["2026-01-01T00:00:02", "2026-01-01T00:00:04", "2026-01-01T00:00:06"]
+        assert loads == [
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:02",
+            "2026-01-01T00:00:04",
+            "2026-01-01T00:00:06",
+        ]
         p.stop()
 
 

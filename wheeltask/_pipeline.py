@@ -289,9 +289,8 @@ class Pipeline:
             return self._sched.post_task(
                 self._load, i, source, delay=0.0, interval=self._every, name=name
             )
-        return self._sched.post_task(
-            self._load_cron, i, source, delay=self._cron_delay(), name=name
-        )
+        # The first load at start(), as with every=; then one at each cron time.
+        return self._sched.post_task(self._load_cron, i, source, delay=0.0, name=name)
 
     def _cron_delay(self) -> float:
         assert self._cron is not None
