@@ -211,7 +211,7 @@ def test_keys_deduplicate_and_abort_removes_a_queued_item(
     assert p.put("a:3")  # 'a' finished: free again
     clock.advance(0)
     st = p.stats()
-    assert (st.deduplicated, st.aborted, st.loaded) == (1, 1, 3)
+    assert (st.deduplicated, st.aborted, st.loaded, st.cancelled) == (1, 1, 4, 1)
     assert got == ["a:1", "a:3"]
 
 
@@ -276,6 +276,7 @@ def test_stop_waits_times_out_is_idempotent_and_works_from_a_consumer() -> None:
             p.put(i)
         wait_until(lambda: p.stats().delivered == 1)
         assert p.stop(timeout=0.05) is False  # the two queued ones are cancelled
+        assert p.stats().cancelled == 2
         gate.set()
         assert p.stop(timeout=10)
         assert p.stop()  # again
@@ -436,7 +437,7 @@ def test_lean_deliveries_stop_with_a_timeout_and_survive_a_scheduler_shutdown() 
         assert p.stop(timeout=0.05) is False  # four queued deliveries cancelled
         gate.set()
         wait_until(lambda: p.stats().backlog == 0)
-        assert p.stats().succeeded == 1
+        assert (p.stats().succeeded, p.stats().cancelled) == (1, 4)
     q_gate = threading.Event()
     s2 = Scheduler(max_workers=1)
     p2 = Pipeline([lambda: range(3)], [lambda item: q_gate.wait(10)], every=3600, scheduler=s2)

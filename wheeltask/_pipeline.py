@@ -46,12 +46,14 @@ _SWEEP_MIN: Final = 64  # lean batches kept before a full pass drops the finishe
 class PipelineStats:
     """A snapshot of a pipeline's counters (``Pipeline.stats()``).
 
-    ``loaded`` counts items taken from the sources (and ``put``); ``queued`` deliveries
-    posted and not started; ``delivered`` deliveries handed to a consumer; ``succeeded``
-    and ``failed`` finished deliveries (an item of an unknown type counts as failed);
-    ``deduplicated`` items dropped because an item with the same key was live;
-    ``aborted`` items removed by ``abort()``; ``source_errors`` source calls that
-    raised; ``backlog`` items loaded and not finished (queued or in flight).
+    ``loaded`` counts items taken from the sources (and ``put``), duplicates included;
+    ``queued`` deliveries posted and not started; ``delivered`` deliveries handed to a
+    consumer; ``succeeded`` and ``failed`` finished deliveries (an item of an unknown
+    type counts as failed); ``deduplicated`` items dropped because an item with the
+    same key was live; ``aborted`` items removed by ``abort()``; ``source_errors``
+    source calls that raised; ``backlog`` items loaded and not finished (queued or in
+    flight); ``cancelled`` deliveries that never ran (``abort()``, a ``stop()`` that
+    timed out, a scheduler shut down under the pipeline).
     """
 
     loaded: int
@@ -63,6 +65,7 @@ class PipelineStats:
     aborted: int
     source_errors: int
     backlog: int
+    cancelled: int
 
 
 @final
@@ -258,6 +261,7 @@ class Pipeline:
         self._failed = itertools.count()
         self._dedup = 0
         self._aborted = 0
+        self._cancelled = itertools.count()  # deliveries that never ran
         self._source_errors = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -544,11 +548,13 @@ class Pipeline:
             for h in lean:
                 if self._sched._cancel_now(h, reason):
                     next(self._lean_out)
+                    next(self._cancelled)
         finally:
             with self._lock:
                 self._cancelling -= 1
         for item, h in pairs:
             if self._sched._cancel_now(h, reason) and self._fast:
+                next(self._cancelled)
                 self._delivery_done(item)  # (a done callback does it otherwise)
 
     def __enter__(self) -> Pipeline:
@@ -583,6 +589,7 @@ class Pipeline:
             if self._sched._cancel_now(h, "aborted by Pipeline.abort()"):
                 removed = True
                 if self._fast and item is not None:
+                    next(self._cancelled)
                     self._delivery_done(item)  # (a done callback does it otherwise)
         if removed:
             with self._lock:
@@ -627,11 +634,11 @@ class Pipeline:
                 next(self._failed)
                 continue
             with self._lock:
+                next(self._loaded)  # (duplicates included: loaded, then dropped)
                 if k is not None and k in self._live:
                     self._dedup += 1
                     continue
                 item = _Item(value, k)
-                next(self._loaded)
                 if k is not None:
                     self._live[k] = item
                 self._unfinished[id(item)] = item
@@ -828,6 +835,8 @@ class Pipeline:
             next(self._failed)
         elif st == CANCELLED and h.attempts:
             next(self._failed)  # delivered, then cancelled while waiting for a retry
+        elif st == CANCELLED:
+            next(self._cancelled)
         self._delivery_done(item)  # (not delivered at all: aborted, stopped or expired)
 
     def _delivery_done(self, item: _Item) -> None:
@@ -861,6 +870,7 @@ class Pipeline:
                 gap = count_value(self._lean_in) - count_value(self._lean_out)
                 for _ in range(gap):
                     next(self._lean_out)
+                    next(self._cancelled)
             # Options path: done callbacks count every end, cancellations included. The
             # plain path counts its own runs and our cancels; a delivery cancelled by
             # someone else (a scheduler shut down, a handle from tasks()) is counted
@@ -874,6 +884,8 @@ class Pipeline:
                 ]
             for item in stale:
                 self._unfinished.pop(id(item), None)
+                for _ in range(item.left):
+                    next(self._cancelled)
                 item.left = 0
         for item in stale:
             self._finish(item)
@@ -897,6 +909,7 @@ class Pipeline:
                 aborted=self._aborted,
                 source_errors=self._source_errors,
                 backlog=self._backlog(),
+                cancelled=count_value(self._cancelled),
             )
 
     def __repr__(self) -> str:
