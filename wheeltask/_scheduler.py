@@ -990,9 +990,7 @@ class Scheduler:
         to (see ``TaskHandle._run``; no lock held, the handle claimed)."""
         extra = h._extra
         if extra is not None and extra.expires is not None and self._expired_now(h, extra):
-            next(finished)
-            if h._waiters is not None or (self._closing and self._maybe_idle()):
-                self._report_progress(h)
+            self._run_ended(h, finished)
             return
         cb: Callable[..., object] = h._cb  # type: ignore[assignment]  # claimed: callable
         timeout = None if extra is None else extra.timeout
@@ -1019,8 +1017,12 @@ class Scheduler:
         elif extra is None or not extra.retries or not self._retry(h, error):
             self._failed(h, error)
         del value, error
+        self._run_ended(h, finished)
+
+    def _run_ended(self, h: TaskHandle, finished: itertools.count[int]) -> None:
+        """The pool counts the run finished; then, as in TaskHandle._run (read after
+        that count), waiters and a waiting shutdown() hear of it."""
         next(finished)
-        # As in TaskHandle._run: read after the pool counted the run finished.
         if h._waiters is not None or (self._closing and self._maybe_idle()):
             self._report_progress(h)
 
