@@ -1,0 +1,192 @@
+"""wheeltask.bus: task records and the bus contract (memory:// and file://)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wheeltask.bus import Bus, TaskRecord, connect
+
+
+# ------------------------------------------------------------------- records
+def test_record_json_field_order_times_and_omitted_empty_fields() -> None:
+    t = datetime.datetime(2026, 11, 22, 16, 1, 2, 345678, tzinfo=datetime.timezone.utc)
+    r = TaskRecord("resize", "s3://bucket/<a&b>.png", id="r1", created=t, meta={"k": "é"})
+    assert r.to_json() == (
+        '{"type":"resize","info":"s3://bucket/<a&b>.png","id":"r1",'
+        '"created":"2026-11-22T16:01:02Z","meta":{"k":"é"}}'
+    )
+    done = TaskRecord("x", created=t, started=t, ended=t, result="complete", msg="ok", id="2")
+    assert list(json.loads(done.to_json())) == [
+        "type",
+        "info",
+        "id",
+        "created",
+        "started",
+        "ended",
+        "result",
+        "msg",
+    ]
+    assert TaskRecord.from_json(done.to_json()) == done
+
+
+def test_a_new_record_gets_an_id_and_created() -> None:
+    r = TaskRecord("t")
+    assert uuid.UUID(r.id)
+    assert r.created is not None and r.created.tzinfo is datetime.timezone.utc
+    assert r.created.microsecond == 0
+    assert TaskRecord.from_json('{"type":"t","info":""}').id != ""
+
+
+def test_times_in_other_zones_are_stored_in_utc() -> None:
+    plus2 = datetime.timezone(datetime.timedelta(hours=2))
+    r = TaskRecord.from_json('{"type":"t","created":"2026-01-01T02:00:00+02:00"}')
+    assert r.created == datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    assert (
+        TaskRecord("t", created=datetime.datetime(2026, 1, 1, 2, tzinfo=plus2)).to_dict()["created"]
+        == "2026-01-01T00:00:00Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{not json", r"^task record is not valid JSON"),
+        (b'["type"]', r"^task record must be a JSON object, got list$"),
+        (b'{"info":"x"}', r"^task record has no 'type'$"),
+        (b'{"type":""}', r"^type must be a non-empty str"),
+        (b'{"type":"t","result":"done"}', r"^result must be one of 'complete'"),
+        (b'{"type":"t","created":"yesterday"}', r"^task record field 'created' must be an RFC"),
+        (b'{"type":"t","meta":{"a":1}}', r"^meta must map str to str"),
+        (b'{"type":"t","colour":"red"}', r"^task record has unknown field\(s\): colour$"),
+        (b'{"type":3}', r"^task record field 'type' must be a string"),
+        (b"\xff\xfe", r"^task record is not valid JSON"),
+    ],
+)
+def test_from_json_rejects_bad_records_with_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TaskRecord.from_json(data)
+
+
+# -------------------------------------------------------------- the contract
+@pytest.fixture(params=["memory", "file"])
+def bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bus]:
+    if request.param == "memory":
+        yield connect("memory://")
+    else:
+        yield connect(f"file://{tmp_path / 'spool'}")
+
+
+def _topic() -> str:
+    return f"t{uuid.uuid4().hex}"  # memory:// topics live as long as the process
+
+
+def test_messages_wait_for_a_consumer_created_later(bus: Bus) -> None:
+    topic = _topic()
+    producer = bus.producer()
+    for i in range(3):
+        producer.send(topic, f"m{i}".encode())
+    producer.stop()
+    consumer = bus.consumer(topic)
+    got = [consumer.msg(timeout=1) for _ in range(3)]
+    assert got == [(b"m0", False), (b"m1", False), (b"m2", False)]
+    assert consumer.last_ref is not None
+    consumer.ack()  # a no-op on these backends
+    consumer.stop()
+    assert consumer.msg() == (None, True)  # at once, never blocking
+    consumer.ack()  # still valid after stop()
+
+
+def test_stop_is_safe_many_times_before_any_request_and_while_others_wait(bus: Bus) -> None:
+    topic = _topic()
+    consumer = bus.consumer(topic)
+    consumer.stop()
+    consumer.stop()
+    assert consumer.msg() == (None, True)
+    waiting = bus.consumer(topic)
+    results: list[tuple[bytes | None, bool]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(waiting.msg(timeout=10))) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    threading.Event().wait(0.05)
+    waiting.stop()
+    for t in threads:
+        t.join(10)
+    assert sorted(results, key=repr) == [(None, True)] * 3
+
+
+def test_send_after_stop_raises_and_stop_is_idempotent(bus: Bus) -> None:
+    producer = bus.producer()
+    producer.stop()
+    producer.stop()
+    with pytest.raises(RuntimeError, match=r"^send\(\) after stop\(\)"):
+        producer.send(_topic(), b"x")
+
+
+def test_records_round_trip_through_the_bus(bus: Bus) -> None:
+    topic = _topic()
+    records = [TaskRecord("job", str(i)) for i in range(5)]
+    producer = bus.producer()
+    for r in records:
+        producer.send(topic, r.to_json().encode())
+    consumer = bus.consumer(topic)
+    back = [TaskRecord.from_json(consumer.msg(timeout=1)[0] or b"") for _ in records]
+    consumer.stop()
+    assert back == records
+
+
+def test_memory_topics_are_shared_and_each_message_goes_to_one_consumer() -> None:
+    topic = _topic()
+    a = connect("memory://").consumer(topic)
+    b = connect("memory://").consumer(topic)
+    producer = connect("memory://").producer()
+    for i in range(100):
+        producer.send(topic, str(i).encode())
+    got: list[bytes] = []
+    for c in (a, b) * 50:
+        data, done = c.msg(timeout=1)
+        assert not done and data is not None
+        got.append(data)
+    assert sorted(got, key=int) == [str(i).encode() for i in range(100)]
+    assert a.msg(timeout=0.01) == (None, False)  # empty, not done: memory is endless
+
+
+def test_file_consumers_are_finite_and_lines_are_single(tmp_path: Path) -> None:
+    bus = connect(f"file://{tmp_path}")
+    topic = _topic()
+    with pytest.raises(ValueError, match="must not contain a newline"):
+        bus.producer().send(topic, b"a\nb")
+    bus.producer().send(topic, b"one")
+    consumer = bus.consumer(topic)
+    assert consumer.msg() == (b"one", False)
+    assert consumer.msg() == (None, True)  # the end of the file: done
+    assert bus.consumer("nothing-sent").msg() == (None, True)
+
+
+@pytest.mark.parametrize(
+    ("url", "exc", "message"),
+    [
+        ("kafka://host", ValueError, r"^unknown bus URL scheme 'kafka'"),
+        ("file://", ValueError, r"^a file:// bus needs a directory"),
+        (3, TypeError, r"^url must be a str"),
+    ],
+)
+def test_bad_urls(url: object, exc: type[Exception], message: str) -> None:
+    with pytest.raises(exc, match=message):
+        connect(url)  # type: ignore[arg-type]
+
+
+def test_bad_topics_and_data() -> None:
+    bus = connect("memory://")
+    with pytest.raises(ValueError, match=r"^topic must be a non-empty name"):
+        bus.consumer("a/b")
+    with pytest.raises(TypeError, match=r"^data must be bytes, got str$"):
+        bus.producer().send(_topic(), "text")  # type: ignore[arg-type]

@@ -1,0 +1,376 @@
+"""Task records on a bus (pcelvng/task's bus, in Python): the first part of issue 7.
+
+    from wheeltask.bus import TaskRecord, connect
+
+    bus = connect("memory://")                  # or "file:///var/spool/tasks"
+    bus.producer().send("jobs", TaskRecord("resize", "s3://a.png").to_json().encode())
+    consumer = bus.consumer("jobs")
+    data, done = consumer.msg(timeout=1.0)      # one message per request, nothing prefetched
+    record = TaskRecord.from_json(data)
+
+Records are JSON: nothing read from a bus is ever unpickled or evaluated. This module has
+the record, the bus contract and the ``memory://`` and ``file://`` backends; Redis
+Streams, ``stdio://`` and the launcher are still to come.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Final, Protocol, final
+from urllib.parse import urlsplit
+
+__all__ = ["RESULTS", "Bus", "Consumer", "Producer", "TaskRecord", "connect"]
+
+#: The values of ``TaskRecord.result`` (or "" before the task ended).
+RESULTS: Final = ("complete", "error", "alert", "warn")
+_FIELDS: Final = ("type", "info", "id", "created", "started", "ended", "result", "msg", "meta")
+_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def _format_time(t: datetime.datetime) -> str:
+    if t.tzinfo is not None:
+        t = t.astimezone(datetime.timezone.utc)
+    return t.strftime(_TIME_FORMAT)
+
+
+def _parse_time(name: str, value: object) -> datetime.datetime | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"task record field {name!r} must be an RFC 3339 time, got {value!r}")
+    try:
+        t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"task record field {name!r} must be an RFC 3339 time, got {value!r}"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return t.astimezone(datetime.timezone.utc)
+
+
+@final
+@dataclasses.dataclass
+class TaskRecord:
+    """A unit of work on a bus: what to do (``type``, ``info``) and how it went.
+
+    A new record gets an ``id`` (a random UUID) and ``created`` (now, UTC) unless they
+    are given. Times are UTC, to the second.
+    """
+
+    type: str
+    info: str = ""
+    id: str = ""
+    created: datetime.datetime | None = None
+    started: datetime.datetime | None = None
+    ended: datetime.datetime | None = None
+    result: str = ""
+    msg: str = ""
+    meta: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not self.type:
+            raise ValueError(f"type must be a non-empty str, got {self.type!r}")
+        if not isinstance(self.info, str):
+            raise ValueError(f"info must be a str, got {self.info!r}")
+        if self.result not in ("", *RESULTS):
+            allowed = ", ".join(map(repr, RESULTS))
+            raise ValueError(f"result must be one of {allowed} (or ''), got {self.result!r}")
+        if not isinstance(self.meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.meta.items()
+        ):
+            raise ValueError(f"meta must map str to str, got {self.meta!r}")
+        if not self.id:
+            self.id = uuid.uuid4().hex
+        if self.created is None:
+            self.created = _utc_now()
+        for name in ("created", "started", "ended"):
+            t = getattr(self, name)
+            if t is not None:
+                if t.tzinfo is None:
+                    t = t.replace(tzinfo=datetime.timezone.utc)
+                setattr(self, name, t.astimezone(datetime.timezone.utc).replace(microsecond=0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields in their JSON order; empty optional fields left out."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, datetime.datetime):
+                value = _format_time(value)
+            if name in ("type", "info") or value not in (None, "", {}):
+                out[name] = value
+        return out
+
+    def to_json(self) -> str:
+        """Compact JSON, fields in order, UTF-8 kept as is, no HTML escaping."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> TaskRecord:
+        """Parse a record. Raises ValueError naming the problem (not JSON, not an
+        object, no ``type``, a field of the wrong kind)."""
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"task record is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"task record must be a JSON object, got {type(obj).__name__}")
+        if "type" not in obj:
+            raise ValueError("task record has no 'type'")
+        unknown = sorted(set(obj) - set(_FIELDS))
+        if unknown:
+            raise ValueError(f"task record has unknown field(s): {', '.join(unknown)}")
+        for name in ("type", "info", "id", "result", "msg"):
+            if name in obj and not isinstance(obj[name], str):
+                raise ValueError(f"task record field {name!r} must be a string, got {obj[name]!r}")
+        return cls(
+            type=obj["type"],
+            info=obj.get("info", ""),
+            id=obj.get("id", ""),
+            created=_parse_time("created", obj.get("created")),
+            started=_parse_time("started", obj.get("started")),
+            ended=_parse_time("ended", obj.get("ended")),
+            result=obj.get("result", ""),
+            msg=obj.get("msg", ""),
+            meta=obj.get("meta", {}),
+        )
+
+
+# ------------------------------------------------------------------- contract
+class Consumer(Protocol):
+    """Takes messages from one topic, one per request (nothing prefetched)."""
+
+    last_ref: object
+
+    def msg(self, timeout: float | None = None) -> tuple[bytes | None, bool]:
+        """The next message and ``done``: ``(data, False)``; ``(None, False)`` if the
+        timeout passed first; ``(None, True)`` once the topic is finished (a finite
+        backend at its end) or the consumer stopped: at once, never blocking."""
+        ...
+
+    def ack(self, ref: object = None) -> None:
+        """Acknowledge a message (default: the last one returned); a no-op where the
+        backend has no acknowledgement. Valid after ``stop()`` too."""
+        ...
+
+    def stop(self) -> None:
+        """Non-blocking, idempotent, safe from any thread while others wait in
+        ``msg()`` (they return done)."""
+        ...
+
+
+class Producer(Protocol):
+    def send(self, topic: str, data: bytes) -> None:
+        """Put one message on a topic; raises RuntimeError after ``stop()``."""
+        ...
+
+    def stop(self) -> None:
+        """Idempotent and non-blocking."""
+        ...
+
+
+class Bus(Protocol):
+    def consumer(self, topic: str) -> Consumer: ...
+
+    def producer(self) -> Producer: ...
+
+
+def connect(url: str = "memory://") -> Bus:
+    """A bus from a URL: ``memory://`` (shared by the whole process) or
+    ``file:///path/dir`` (a JSON-lines file per topic). Raises ValueError for an
+    unknown scheme."""
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, got {url!r}")
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        return _MEMORY
+    if parts.scheme == "file":
+        if not parts.path:
+            raise ValueError(f"a file:// bus needs a directory: file:///path/dir, got {url!r}")
+        return _FileBus(Path(parts.path))
+    raise ValueError(
+        f"unknown bus URL scheme {parts.scheme!r} in {url!r}: use memory:// or file:///dir"
+    )
+
+
+def _check_topic(topic: object) -> str:
+    if not isinstance(topic, str) or not topic or "/" in topic or topic.startswith("."):
+        raise ValueError(f"topic must be a non-empty name without '/', got {topic!r}")
+    return topic
+
+
+def _check_data(data: object) -> bytes:
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
+# -------------------------------------------------------------------- memory://
+class _MemoryBus:
+    """Topics are deques shared by every ``connect("memory://")`` of the process; a
+    message goes to exactly one consumer of its topic."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._topics: dict[str, collections.deque[bytes]] = {}
+        self._ready: dict[str, threading.Condition] = {}
+
+    def _topic(self, topic: str) -> tuple[collections.deque[bytes], threading.Condition]:
+        with self._lock:
+            if topic not in self._topics:
+                self._topics[topic] = collections.deque()
+                self._ready[topic] = threading.Condition(threading.Lock())
+            return self._topics[topic], self._ready[topic]
+
+    def consumer(self, topic: str) -> Consumer:
+        return _MemoryConsumer(*self._topic(_check_topic(topic)))
+
+    def producer(self) -> Producer:
+        return _MemoryProducer(self)
+
+
+class _MemoryConsumer:
+    def __init__(self, queue: collections.deque[bytes], ready: threading.Condition) -> None:
+        self._queue = queue
+        self._ready = ready
+        self._stopped = False
+        self.last_ref: object = None
+
+    def msg(self, timeout: float | None = None) -> tuple[bytes | None, bool]:
+        with self._ready:
+            if not self._ready.wait_for(
+                lambda: self._stopped or bool(self._queue), timeout=timeout
+            ):
+                return None, False
+            if self._stopped:
+                return None, True
+            data = self._queue.popleft()
+        self.last_ref = data
+        return data, False
+
+    def ack(self, ref: object = None) -> None:
+        """Nothing to acknowledge in memory: a message is the consumer's once taken."""
+
+    def stop(self) -> None:
+        with self._ready:
+            self._stopped = True
+            self._ready.notify_all()
+
+
+class _MemoryProducer:
+    def __init__(self, bus: _MemoryBus) -> None:
+        self._bus = bus
+        self._stopped = False
+
+    def send(self, topic: str, data: bytes) -> None:
+        if self._stopped:
+            raise RuntimeError("send() after stop(): this producer is stopped")
+        payload = _check_data(data)
+        queue, ready = self._bus._topic(_check_topic(topic))
+        with ready:
+            queue.append(payload)
+            ready.notify()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+_MEMORY: Final = _MemoryBus()
+
+
+# ---------------------------------------------------------------------- file://
+class _FileBus:
+    """A JSON-lines file per topic in a directory: producers append, consumers read
+    from the start to the end (finite: "done" at the end of the file)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def _path(self, topic: str) -> Path:
+        return self._folder / f"{_check_topic(topic)}.jsonl"
+
+    def consumer(self, topic: str) -> Consumer:
+        return _FileConsumer(self._path(topic))
+
+    def producer(self) -> Producer:
+        return _FileProducer(self)
+
+
+class _FileConsumer:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: Any = None
+        self._stopped = False
+        self._lock = threading.Lock()
+        self.last_ref: object = None
+
+    def msg(self, timeout: float | None = None) -> tuple[bytes | None, bool]:
+        with self._lock:
+            if self._stopped:
+                if self._file is not None:  # (a stop() that found the lock taken)
+                    self._file.close()
+                    self._file = None
+                return None, True
+            if self._file is None:
+                try:
+                    self._file = open(self._path, "rb")  # noqa: SIM115 - kept open across calls
+                except FileNotFoundError:
+                    return None, True  # no such topic: nothing to read
+            line = self._file.readline()  # one line per request: nothing read ahead
+            if not line:  # the end of the file: done for good
+                self._stopped = True
+                self._file.close()
+                self._file = None
+                return None, True
+            self.last_ref = self._file.tell()
+            return line.rstrip(b"\n"), False
+
+    def ack(self, ref: object = None) -> None:
+        """A file has no acknowledgement: nothing to do."""
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._lock.acquire(blocking=False):  # non-blocking: a reader may hold it
+            try:
+                if self._file is not None:
+                    self._file.close()
+                    self._file = None
+            finally:
+                self._lock.release()
+
+
+class _FileProducer:
+    def __init__(self, bus: _FileBus) -> None:
+        self._bus = bus
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def send(self, topic: str, data: bytes) -> None:
+        if self._stopped:
+            raise RuntimeError("send() after stop(): this producer is stopped")
+        payload = _check_data(data)
+        if b"\n" in payload:
+            raise ValueError("data for a file:// bus must not contain a newline")
+        path = self._bus._path(topic)
+        with self._lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, payload + b"\n")  # one write: lines from writers do not mix
+            finally:
+                os.close(fd)
+
+    def stop(self) -> None:
+        self._stopped = True
