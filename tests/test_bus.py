@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wheeltask.bus import Bus, TaskRecord, connect
+from wheeltask import Scheduler
+from wheeltask.bus import Bus, Launcher, TaskRecord, connect
 
 
 # ------------------------------------------------------------------- records
@@ -190,3 +191,88 @@ def test_bad_topics_and_data() -> None:
         bus.consumer("a/b")
     with pytest.raises(TypeError, match=r"^data must be bytes, got str$"):
         bus.producer().send(_topic(), "text")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ launcher
+def _work(record: TaskRecord) -> str | None:
+    n = int(record.info)
+    if n % 10 == 3:
+        raise ValueError(f"bad input {n}")
+    return f"did {n}" if n % 2 else None
+
+
+@pytest.mark.parametrize("backend", ["memory", "file"])
+def test_a_thousand_records_through_four_slots_each_published_once(
+    backend: str, tmp_path: Path
+) -> None:
+    bus = connect("memory://") if backend == "memory" else connect(f"file://{tmp_path}")
+    topic, done_topic = _topic(), _topic()
+    producer = bus.producer()
+    for i in range(1000):
+        producer.send(topic, TaskRecord("work", str(i), id=f"r{i}").to_json().encode())
+    producer.send(topic, b"{not json")
+    producer.send(topic, TaskRecord("nobody", "x", id="orphan").to_json().encode())
+    with Scheduler(max_workers=4) as s:
+        launcher = Launcher(bus, topic, done_topic, {"work": _work}, max_in_progress=4, scheduler=s)
+        launcher.start()
+        if backend == "file":
+            assert launcher.wait(30)  # a file topic is finite
+        else:
+            for _ in range(3000):  # an endless topic: wait for the 1,002 outcomes
+                if launcher.published >= 1002:
+                    break
+                threading.Event().wait(0.01)
+        assert launcher.stop(grace=5)
+    consumer = bus.consumer(done_topic)
+    records: list[TaskRecord] = []
+    while True:
+        data, _ = consumer.msg(timeout=0.5)
+        if data is None:
+            break
+        records.append(TaskRecord.from_json(data))
+    consumer.stop()
+    by_id = {r.id: r for r in records}
+    assert len(records) == len(by_id) == 1002  # each exactly once
+    for i in range(1000):
+        r = by_id[f"r{i}"]
+        assert r.started is not None and r.ended is not None
+        if i % 10 == 3:
+            assert (r.result, r.msg) == ("error", f"ValueError: bad input {i}")
+        else:
+            assert r.result == "complete"
+            assert r.msg == (f"did {i}" if i % 2 else "")
+    assert by_id["orphan"].result == "error"
+    assert by_id["orphan"].msg == "no worker for type 'nobody'"
+    invalid = [r for r in records if r.type == "invalid"]
+    assert len(invalid) == 1 and invalid[0].result == "error"
+    assert invalid[0].info == "{not json"
+
+
+def test_launcher_stop_publishes_work_still_running_as_abandoned() -> None:
+    gate = threading.Event()
+    bus = connect("memory://")
+    topic, done_topic = _topic(), _topic()
+    bus.producer().send(topic, TaskRecord("slow", "1", id="s").to_json().encode())
+    with Scheduler(max_workers=2) as s:
+        launcher = Launcher(
+            bus, topic, done_topic, {"slow": lambda r: gate.wait(10)}, scheduler=s, grace=0.1
+        ).start()
+        while launcher.received < 1:
+            threading.Event().wait(0.01)
+        assert launcher.stop() is False
+        gate.set()
+    data, _ = bus.consumer(done_topic).msg(timeout=1)
+    assert data is not None
+    r = TaskRecord.from_json(data)
+    assert (r.id, r.result) == ("s", "error")
+    assert r.msg == "abandoned: still running when the launcher stopped"
+
+
+def test_launcher_bad_arguments() -> None:
+    bus = connect("memory://")
+    with pytest.raises(ValueError, match=r"^workers must be a non-empty dict"):
+        Launcher(bus, "a", "b", {})
+    with pytest.raises(ValueError, match=r"^max_in_progress must be an int >= 1"):
+        Launcher(bus, "a", "b", {"t": print}, max_in_progress=0)
+    with pytest.raises(ValueError, match=r"^retries must be >= 0"):
+        Launcher(bus, "a", "b", {"t": print}, retries=-1)

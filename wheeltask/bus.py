@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Final, Protocol, final
 from urllib.parse import urlsplit
 
-__all__ = ["RESULTS", "Bus", "Consumer", "Producer", "TaskRecord", "connect"]
+from ._errors import QueueFull, SchedulerShutdown
+
+__all__ = ["RESULTS", "Bus", "Consumer", "Launcher", "Producer", "TaskRecord", "connect"]
 
 #: The values of ``TaskRecord.result`` (or "" before the task ended).
 RESULTS: Final = ("complete", "error", "alert", "warn")
@@ -374,3 +376,220 @@ class _FileProducer:
 
     def stop(self) -> None:
         self._stopped = True
+
+
+# ---------------------------------------------------------------------- launcher
+class Launcher:
+    """Runs the records of a topic on a scheduler, at most ``max_in_progress`` at once,
+    and publishes each finished record on ``done_topic`` (pcelvng/task's launcher).
+
+    Args:
+        bus: where records come from and go.
+        topic: the topic to consume.
+        done_topic: where finished records are published (also the rejected ones: a
+            malformed message or an unknown type, with ``result="error"``).
+        workers: record type -> ``worker(record)``; returning normally means
+            ``result="complete"`` (a returned str becomes ``msg``), raising means
+            ``result="error"`` with the exception as ``msg``.
+        max_in_progress: slots; a message is requested only when one is free.
+        scheduler: the scheduler that runs the workers (the default one).
+        lifetime: seconds after which the launcher stops by itself (None: no limit).
+        grace: seconds ``stop()`` lets work in flight finish; what is still running
+            then is published with ``result="error"`` and a message saying so.
+        **task_options: ``post_task`` options of every run (``retries``, ``timeout``...).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        done_topic: str,
+        workers: dict[str, Any],
+        *,
+        max_in_progress: int = 1,
+        scheduler: Any = None,
+        lifetime: float | None = None,
+        grace: float = 30.0,
+        **task_options: Any,
+    ) -> None:
+        from ._default import get_scheduler  # noqa: PLC0415 - _default imports a lot
+        from ._scheduler import _task_extra  # noqa: PLC0415
+
+        _check_topic(topic)
+        _check_topic(done_topic)
+        if not isinstance(workers, dict) or not workers:
+            raise ValueError(f"workers must be a non-empty dict of type -> worker, got {workers!r}")
+        for name, fn in workers.items():
+            if not isinstance(name, str) or not callable(fn):
+                raise TypeError(
+                    f"workers must map a type (str) to a callable, got {name!r}: {fn!r}"
+                )
+        if type(max_in_progress) is not int or max_in_progress < 1:
+            raise ValueError(f"max_in_progress must be an int >= 1, got {max_in_progress!r}")
+        if lifetime is not None and not (isinstance(lifetime, (int, float)) and lifetime > 0):
+            raise ValueError(f"lifetime must be > 0 seconds or None, got {lifetime!r}")
+        if not (isinstance(grace, (int, float)) and grace >= 0):
+            raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
+        _task_extra(None, None, dict(task_options))
+        self._bus = bus
+        self._topic = topic
+        self._done_topic = done_topic
+        self._workers = dict(workers)
+        self._slots = threading.BoundedSemaphore(max_in_progress)
+        self._sched = scheduler if scheduler is not None else get_scheduler()
+        self._lifetime = lifetime
+        self._grace = float(grace)
+        self._options = task_options
+        self._consumer: Consumer | None = None
+        self._producer = bus.producer()
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, tuple[Any, TaskRecord, object]] = {}  # id(handle) -> ...
+        self._published: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
+        self._stopping = False
+        self.received = 0
+        self.published = 0
+
+    def start(self) -> Launcher:
+        """Start consuming (on a thread of its own). Returns the launcher."""
+        if self._thread is not None:
+            raise RuntimeError("this launcher was started already")
+        self._consumer = self._bus.consumer(self._topic)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"launcher-{self._topic}", daemon=True
+        )
+        self._thread.start()
+        if self._lifetime is not None:
+            timer = threading.Timer(self._lifetime, self.stop)
+            timer.daemon = True
+            timer.start()
+        return self
+
+    def _loop(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            while not self._stopping:
+                if not self._slots.acquire(timeout=0.1):
+                    continue
+                data, done = consumer.msg(timeout=0.1)
+                if done:
+                    self._slots.release()
+                    break
+                if data is None:
+                    self._slots.release()
+                    continue
+                self.received += 1
+                self._launch(data, consumer.last_ref)
+        finally:
+            self._finished.set()
+
+    def _launch(self, data: bytes, ref: object) -> None:
+        try:
+            record = TaskRecord.from_json(data)
+        except ValueError as exc:
+            info = data.decode("utf-8", "replace")
+            self._publish(TaskRecord("invalid", info, result="error", msg=str(exc)), ref)
+            return
+        worker = self._workers.get(record.type)
+        if worker is None:
+            record.result, record.msg = "error", f"no worker for type {record.type!r}"
+            self._publish(record, ref)
+            return
+        record.started = _utc_now()
+        try:
+            h = self._sched.post_task(worker, record, name=f"record {record.type}", **self._options)
+        except (SchedulerShutdown, QueueFull) as exc:  # refused: the record says so
+            record.result, record.msg = "error", f"not run: {exc}"
+            self._publish(record, ref)
+            return
+        with self._lock:
+            self._in_flight[id(h)] = (h, record, ref)
+        h.add_done_callback(self._finished_run)
+
+    def _finished_run(self, h: Any) -> None:
+        with self._lock:
+            entry = self._in_flight.pop(id(h), None)
+        if entry is None:
+            return  # published already (abandoned at stop())
+        _, record, ref = entry
+        if h.cancelled():
+            record.result, record.msg = "error", f"not run: {h._sched._cancel_reason(h)}"
+        else:
+            exc = h.exception()
+            if exc is None:
+                value = h.result()
+                record.result = "complete"
+                record.msg = value if isinstance(value, str) else record.msg
+            else:
+                record.result, record.msg = "error", f"{type(exc).__name__}: {exc}"
+        self._publish(record, ref)
+
+    def _publish(self, record: TaskRecord, ref: object) -> None:
+        if record.ended is None:
+            record.ended = _utc_now()
+        try:
+            self._producer.send(self._done_topic, record.to_json().encode())
+            self.published += 1
+        finally:
+            if self._consumer is not None:
+                self._consumer.ack(ref)
+            self._slots.release()
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop: the consumer first, then work in flight gets ``grace`` seconds (the
+        launcher's by default) to finish, then what still runs is published as
+        abandoned, and the producer stops last. Returns True if nothing was abandoned.
+        Idempotent."""
+        with self._lock:
+            self._stopping = True
+        if self._consumer is not None:
+            self._consumer.stop()
+        self._finished.wait(5)
+        end = _monotonic() + (self._grace if grace is None else grace)
+        while True:
+            with self._lock:
+                left = list(self._in_flight.values())
+            if not left:
+                break
+            if _monotonic() >= end:
+                for h, record, ref in left:
+                    with self._lock:
+                        if self._in_flight.pop(id(h), None) is None:
+                            continue
+                    h.cancel()
+                    record.result = "error"
+                    record.msg = "abandoned: still running when the launcher stopped"
+                    self._publish(record, ref)
+                self._producer.stop()
+                return False
+            threading.Event().wait(0.01)
+        self._producer.stop()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the consumer is done (a finite topic's end) and every record
+        taken has been published; True then, False if the timeout passed first."""
+        end = None if timeout is None else _monotonic() + timeout
+        if not self._finished.wait(timeout):
+            return False
+        while True:
+            with self._lock:
+                if not self._in_flight:
+                    return True
+            if end is not None and _monotonic() >= end:
+                return False
+            threading.Event().wait(0.005)
+
+    def __enter__(self) -> Launcher:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _monotonic() -> float:
+    from ._clock import real_monotonic  # noqa: PLC0415
+
+    return real_monotonic()
