@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -276,3 +279,90 @@ def test_launcher_bad_arguments() -> None:
         Launcher(bus, "a", "b", {"t": print}, max_in_progress=0)
     with pytest.raises(ValueError, match=r"^retries must be >= 0"):
         Launcher(bus, "a", "b", {"t": print}, retries=-1)
+
+
+# ------------------------------------------------------ python -m wheeltask worker
+WORKER_MODULE = """
+def double(record):
+    return str(int(record.info) * 2)
+
+
+def fail(record):
+    raise RuntimeError("no luck " + record.info)
+
+
+def _helper():
+    pass
+"""
+
+
+def _run_worker(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    (tmp_path / "jobs_mod.py").write_text(WORKER_MODULE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "wheeltask", "worker", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_worker_command_runs_a_file_topic_to_its_end(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    bus = connect(f"file://{spool}")
+    producer = bus.producer()
+    for i in range(20):
+        kind = "double" if i % 4 else "fail"
+        producer.send("jobs", TaskRecord(kind, str(i), id=f"j{i}").to_json().encode())
+    producer.send("jobs", TaskRecord("_helper", "x", id="private").to_json().encode())
+    proc = _run_worker(
+        tmp_path,
+        "--bus",
+        f"file://{spool}",
+        "--topic",
+        "jobs",
+        "--done-topic",
+        "done",
+        "--module",
+        "jobs_mod",
+        "--slots",
+        "3",
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "21 record(s) received, 21 published" in err
+    consumer = bus.consumer("done")
+    results: dict[str, TaskRecord] = {}
+    while (data := consumer.msg()[0]) is not None:
+        r = TaskRecord.from_json(data)
+        results[r.id] = r
+    assert len(results) == 21
+    for i in range(20):
+        r = results[f"j{i}"]
+        if i % 4:
+            assert (r.result, r.msg) == ("complete", str(i * 2))
+        else:
+            assert (r.result, r.msg) == ("error", f"RuntimeError: no luck {i}")
+    assert results["private"].msg == "no worker for type '_helper'"
+
+
+def test_worker_command_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    proc = _run_worker(tmp_path, "--topic", "jobs", "--done-topic", "done", "--module", "jobs_mod")
+    threading.Event().wait(1.0)  # started, waiting on an empty memory:// topic
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "0 record(s) received, 0 published" in err
+
+
+def test_worker_command_bad_arguments(tmp_path: Path) -> None:
+    proc = _run_worker(
+        tmp_path, "--bus", "kafka://x", "--topic", "a", "--done-topic", "b", "--module", "jobs_mod"
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "unknown bus URL scheme 'kafka'" in err
+    proc = _run_worker(tmp_path, "--topic", "a", "--done-topic", "b", "--module", "nope_mod")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "No module named 'nope_mod'" in err

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import logging
+import os
 import runpy
+import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import wheeltask
@@ -215,6 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--speed", type=float, default=1.0, help="run the tour this many times faster"
     )
     sub.add_parser("version", help="print the installed version")
+    worker = sub.add_parser(
+        "worker", help="run task records from a bus (a Launcher) until stopped or done"
+    )
+    worker.add_argument("--bus", default="memory://", help="bus URL (memory://, file:///dir)")
+    worker.add_argument("--topic", required=True, help="topic to consume")
+    worker.add_argument("--done-topic", required=True, help="topic for finished records")
+    worker.add_argument("--module", required=True, help="module with the workers (pkg.mod)")
+    worker.add_argument("--slots", type=int, default=4, help="records run at once (4)")
+    worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop")
+    worker.add_argument("--lifetime", type=float, default=None, help="stop after this long")
     sub.add_parser(
         "bench",
         help="the benchmark suite against asyncio, sched, ThreadPoolExecutor ... "
@@ -228,8 +242,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(wheeltask.__version__)
         return 0
+    if args.command == "worker":
+        return _worker(parser, args)
     parser.print_help()
     return 2
+
+
+def _load_workers(module_name: str) -> dict[str, Callable[..., object]]:
+    """A module's ``WORKERS`` dict, else its public top-level functions by name."""
+    module = importlib.import_module(module_name)
+    table = getattr(module, "WORKERS", None)
+    if table is not None:
+        if not isinstance(table, dict):
+            raise TypeError(f"{module_name}.WORKERS must be a dict of type -> worker")
+        return dict(table)
+    return {
+        name: fn
+        for name, fn in vars(module).items()
+        if inspect.isfunction(fn) and fn.__module__ == module.__name__ and not name.startswith("_")
+    }
+
+
+def _worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``python -m wheeltask worker``: a Launcher as a process, stopped cleanly by
+    SIGTERM or SIGINT, or when a finite topic is done."""
+    from wheeltask import bus  # noqa: PLC0415 - only this command needs it
+
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # the module may sit in the current directory
+    try:
+        workers = _load_workers(args.module)
+        connection = bus.connect(args.bus)
+    except (ImportError, TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    if not workers:
+        parser.error(f"--module {args.module!r} defines no worker (WORKERS or functions)")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with wheeltask.Scheduler(max_workers=max(1, args.slots), name="worker") as scheduler:
+        launcher = bus.Launcher(
+            connection,
+            args.topic,
+            args.done_topic,
+            workers,
+            max_in_progress=args.slots,
+            scheduler=scheduler,
+            lifetime=args.lifetime,
+            grace=args.grace,
+        ).start()
+        while not stop.is_set() and not launcher.wait(timeout=0.2):
+            pass
+        clean = launcher.stop()
+    print(
+        f"worker: {launcher.received} record(s) received, {launcher.published} published"
+        + ("" if clean else "; some work was abandoned"),
+        file=sys.stderr,
+    )
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":
