@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from wheeltask import Scheduler
-from wheeltask.bus import Bus, Launcher, TaskRecord, connect
+from wheeltask.bus import Bus, Launcher, TaskRecord, _StdioBus, connect
 
 
 # ------------------------------------------------------------------- records
@@ -366,3 +368,145 @@ def test_worker_command_bad_arguments(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "No module named 'nope_mod'" in err
+
+
+# ------------------------------------------------------------------ stdio://
+STDIO_ECHO = """
+import sys
+from wheeltask.bus import TaskRecord, connect
+bus = connect("stdio://")
+consumer, producer = bus.consumer("in"), bus.producer()
+while True:
+    data, done = consumer.msg(timeout=5)
+    if done:
+        break
+    r = TaskRecord.from_json(data)
+    r.result, r.msg = "complete", r.info.upper()
+    producer.send("out", r.to_json().encode())
+consumer.stop()
+consumer.stop()
+assert consumer.msg() == (None, True)
+producer.stop()
+print("eof", file=sys.stderr)
+"""
+
+
+def test_stdio_bus_reads_lines_until_eof_and_writes_lines() -> None:
+    records = [TaskRecord("up", word, id=word) for word in ("a", "b", "c")]
+    proc = subprocess.run(
+        [sys.executable, "-c", STDIO_ECHO],
+        input="".join(r.to_json() + "\n" for r in records),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = [TaskRecord.from_json(line) for line in proc.stdout.splitlines()]
+    assert [(r.id, r.result, r.msg) for r in out] == [
+        ("a", "complete", "A"),
+        ("b", "complete", "B"),
+        ("c", "complete", "C"),
+    ]
+    assert proc.stderr.strip() == "eof"
+
+
+def test_stdio_consumer_stop_does_not_wait_for_a_blocked_read() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with open(read_end, "rb", closefd=False) as stream:
+            bus = _StdioBus(stream, io.BytesIO())
+            consumer = bus.consumer("in")
+            assert consumer.msg(timeout=0.05) == (None, False)  # nothing yet
+            results: list[tuple[bytes | None, bool]] = []
+            waiter = threading.Thread(target=lambda: results.append(consumer.msg()))
+            waiter.start()
+            threading.Event().wait(0.05)
+            consumer.stop()
+            waiter.join(5)
+            assert results == [(None, True)]
+            with pytest.raises(ValueError, match="must not contain a newline"):
+                bus.producer().send("out", b"a\nb")
+            os.close(write_end)  # EOF: the reader thread leaves before the stream closes
+            write_end = -1
+            threading.Event().wait(0.05)
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+        os.close(read_end)
+
+
+# ------------------------------------------------------ regressions (review)
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"type":"t","created":"9999-12-31T23:59:59-01:00"}',  # overflows in UTC
+        b"[" * 100_000,  # too deep for the parser
+        b'{"type":"t","info":"\\ud800"}',  # a lone surrogate: not valid UTF-8 text
+        b'{"type":"t","created":"2026-01-01"}',  # a date alone is not RFC 3339
+    ],
+)
+def test_poison_messages_are_published_as_errors_and_the_launcher_goes_on(data: bytes) -> None:
+    bus = connect("memory://")
+    topic, done_topic = _topic(), _topic()
+    producer = bus.producer()
+    producer.send(topic, data)
+    producer.send(topic, TaskRecord("ok", "after", id="after").to_json().encode())
+    with Scheduler(max_workers=2) as s:
+        launcher = Launcher(bus, topic, done_topic, {"ok": lambda r: "fine"}, scheduler=s)
+        launcher.start()
+        for _ in range(500):
+            if launcher.published >= 2:
+                break
+            threading.Event().wait(0.01)
+        assert launcher.stop(grace=5)
+    consumer = bus.consumer(done_topic)
+    out = [TaskRecord.from_json(consumer.msg(timeout=1)[0] or b"") for _ in range(2)]
+    consumer.stop()
+    assert sorted(r.result for r in out) == ["complete", "error"]
+    assert [r.id for r in out if r.result == "complete"] == ["after"]
+
+
+def test_records_run_again_start_afresh_and_years_have_four_digits() -> None:
+    old = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    bus = connect("memory://")
+    topic, done_topic = _topic(), _topic()
+    again = TaskRecord("t", "x", id="again", ended=old, result="error", msg="old")
+    bus.producer().send(topic, again.to_json().encode())
+    with Scheduler(max_workers=1) as s:
+        launcher = Launcher(bus, topic, done_topic, {"t": lambda r: None}, scheduler=s).start()
+        for _ in range(500):
+            if launcher.published:
+                break
+            threading.Event().wait(0.01)
+        launcher.stop()
+    r = TaskRecord.from_json(bus.consumer(done_topic).msg(timeout=1)[0] or b"")
+    assert (r.result, r.msg) == ("complete", "")
+    assert r.ended is not None and r.ended > old
+    y999 = datetime.datetime(999, 1, 1, tzinfo=datetime.timezone.utc)
+    assert TaskRecord("t", created=y999).to_dict()["created"] == "0999-01-01T00:00:00Z"
+    with pytest.raises(ValueError, match=r"^created must be a datetime or None"):
+        TaskRecord("t", created="2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+
+
+def test_a_file_consumer_does_not_return_a_line_still_being_written(tmp_path: Path) -> None:
+    (tmp_path / "t.jsonl").write_bytes(b"whole\nhalf")
+    consumer = connect(f"file://{tmp_path}").consumer("t")
+    assert consumer.msg() == (b"whole", False)
+    assert consumer.msg() == (None, False)  # "half" has no newline yet
+    with open(tmp_path / "t.jsonl", "ab") as f:
+        f.write(b" done\n")
+    assert consumer.msg() == (b"half done", False)
+    assert consumer.msg() == (None, True)
+
+
+def test_worker_command_refuses_bad_slots_and_a_module_that_fails(tmp_path: Path) -> None:
+    proc = _run_worker(
+        tmp_path, "--topic", "a", "--done-topic", "b", "--module", "jobs_mod", "--slots", "0"
+    )
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "--slots must be >= 1" in err
+    (tmp_path / "broken_mod.py").write_text("1 / 0\n")
+    proc = _run_worker(tmp_path, "--topic", "a", "--done-topic", "b", "--module", "broken_mod")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "ZeroDivisionError" in err

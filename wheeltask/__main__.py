@@ -265,24 +265,24 @@ def _load_workers(module_name: str) -> dict[str, Callable[..., object]]:
 
 def _worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``python -m wheeltask worker``: a Launcher as a process, stopped cleanly by
-    SIGTERM or SIGINT, or when a finite topic is done."""
+    SIGTERM or SIGINT, or when a finite topic is done. Exit 0 when every record was
+    published with its outcome, 1 when some work was abandoned, 2 for bad arguments."""
     from wheeltask import bus  # noqa: PLC0415 - only this command needs it
 
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # the module may sit in the current directory
     try:
         workers = _load_workers(args.module)
-        connection = bus.connect(args.bus)
-    except (ImportError, TypeError, ValueError) as exc:
-        parser.error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - any import failure is a bad --module
+        parser.error(f"--module {args.module!r}: {type(exc).__name__}: {exc}")
     if not workers:
         parser.error(f"--module {args.module!r} defines no worker (WORKERS or functions)")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with wheeltask.Scheduler(max_workers=max(1, args.slots), name="worker") as scheduler:
+    if args.slots < 1:
+        parser.error(f"--slots must be >= 1, got {args.slots}")
+    scheduler = wheeltask.Scheduler(max_workers=args.slots, name="worker")
+    try:
         launcher = bus.Launcher(
-            connection,
+            bus.connect(args.bus),
             args.topic,
             args.done_topic,
             workers,
@@ -290,13 +290,22 @@ def _worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             scheduler=scheduler,
             lifetime=args.lifetime,
             grace=args.grace,
-        ).start()
-        while not stop.is_set() and not launcher.wait(timeout=0.2):
-            pass
-        clean = launcher.stop()
+        )
+    except (TypeError, ValueError) as exc:
+        scheduler.shutdown(wait=False)
+        parser.error(str(exc))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    launcher.start()
+    while not stop.is_set() and not launcher.wait(timeout=0.2):
+        pass
+    clean = launcher.stop() and launcher.abandoned == 0
+    # Work abandoned after the grace period is not waited for any longer.
+    scheduler.shutdown(wait=True, timeout=None if clean else 0)
     print(
         f"worker: {launcher.received} record(s) received, {launcher.published} published"
-        + ("" if clean else "; some work was abandoned"),
+        + ("" if clean else f"; {launcher.abandoned} abandoned"),
         file=sys.stderr,
     )
     return 0 if clean else 1

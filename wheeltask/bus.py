@@ -19,16 +19,21 @@ import collections
 import dataclasses
 import datetime
 import json
+import logging
 import os
+import queue as queue_mod
+import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Final, Protocol, final
+from typing import Any, BinaryIO, Final, Protocol, final
 from urllib.parse import urlsplit
 
 from ._errors import QueueFull, SchedulerShutdown
 
 __all__ = ["RESULTS", "Bus", "Consumer", "Launcher", "Producer", "TaskRecord", "connect"]
+
+logger = logging.getLogger("wheeltask")
 
 #: The values of ``TaskRecord.result`` (or "" before the task ended).
 RESULTS: Final = ("complete", "error", "alert", "warn")
@@ -43,7 +48,7 @@ def _utc_now() -> datetime.datetime:
 def _format_time(t: datetime.datetime) -> str:
     if t.tzinfo is not None:
         t = t.astimezone(datetime.timezone.utc)
-    return t.strftime(_TIME_FORMAT)
+    return f"{t.year:04d}{t.strftime(_TIME_FORMAT)[len(str(t.year)) :]}"  # 4-digit year
 
 
 def _parse_time(name: str, value: object) -> datetime.datetime | None:
@@ -51,15 +56,16 @@ def _parse_time(name: str, value: object) -> datetime.datetime | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"task record field {name!r} must be an RFC 3339 time, got {value!r}")
+    problem = ValueError(f"task record field {name!r} must be an RFC 3339 time, got {value!r}")
+    if len(value) < 20 or value[10] not in "Tt" or value[4] != "-":
+        raise problem  # a date alone, or a compact form, is not RFC 3339
     try:
-        t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"task record field {name!r} must be an RFC 3339 time, got {value!r}"
-        ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=datetime.timezone.utc)
-    return t.astimezone(datetime.timezone.utc)
+        t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        if t.tzinfo is None:
+            raise problem  # RFC 3339 requires an offset
+        return t.astimezone(datetime.timezone.utc)
+    except (ValueError, OverflowError):
+        raise problem from None
 
 
 @final
@@ -99,6 +105,8 @@ class TaskRecord:
             self.created = _utc_now()
         for name in ("created", "started", "ended"):
             t = getattr(self, name)
+            if t is not None and not isinstance(t, datetime.datetime):
+                raise ValueError(f"{name} must be a datetime or None, got {t!r}")
             if t is not None:
                 if t.tzinfo is None:
                     t = t.replace(tzinfo=datetime.timezone.utc)
@@ -125,7 +133,7 @@ class TaskRecord:
         object, no ``type``, a field of the wrong kind)."""
         try:
             obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"task record is not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise ValueError(f"task record must be a JSON object, got {type(obj).__name__}")
@@ -137,6 +145,12 @@ class TaskRecord:
         for name in ("type", "info", "id", "result", "msg"):
             if name in obj and not isinstance(obj[name], str):
                 raise ValueError(f"task record field {name!r} must be a string, got {obj[name]!r}")
+        try:
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError("task record holds text that is not valid UTF-8") from None
+        if obj.get("meta") is None:
+            obj["meta"] = {}
         return cls(
             type=obj["type"],
             info=obj.get("info", ""),
@@ -198,12 +212,15 @@ def connect(url: str = "memory://") -> Bus:
     parts = urlsplit(url)
     if parts.scheme == "memory":
         return _MEMORY
+    if parts.scheme == "stdio":
+        return _StdioBus(sys.stdin.buffer, sys.stdout.buffer)
     if parts.scheme == "file":
         if not parts.path:
             raise ValueError(f"a file:// bus needs a directory: file:///path/dir, got {url!r}")
         return _FileBus(Path(parts.path))
     raise ValueError(
-        f"unknown bus URL scheme {parts.scheme!r} in {url!r}: use memory:// or file:///dir"
+        f"unknown bus URL scheme {parts.scheme!r} in {url!r}: use memory://, stdio:// "
+        "or file:///dir"
     )
 
 
@@ -330,7 +347,11 @@ class _FileConsumer:
                     self._file = open(self._path, "rb")  # noqa: SIM115 - kept open across calls
                 except FileNotFoundError:
                     return None, True  # no such topic: nothing to read
+            start = self._file.tell()
             line = self._file.readline()  # one line per request: nothing read ahead
+            if line and not line.endswith(b"\n"):  # a writer is still appending it
+                self._file.seek(start)
+                return None, False
             if not line:  # the end of the file: done for good
                 self._stopped = True
                 self._file.close()
@@ -373,6 +394,102 @@ class _FileProducer:
                 os.write(fd, payload + b"\n")  # one write: lines from writers do not mix
             finally:
                 os.close(fd)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+# --------------------------------------------------------------------- stdio://
+class _StdioBus:
+    """Lines of stdin in, lines of stdout out (one stream: the topic is not used)."""
+
+    def __init__(self, stdin: BinaryIO, stdout: BinaryIO) -> None:
+        self._stdin = stdin
+        self._stdout = stdout
+        self._write_lock = threading.Lock()
+
+    def consumer(self, topic: str) -> Consumer:
+        _check_topic(topic)
+        return _StdioConsumer(self._stdin)
+
+    def producer(self) -> Producer:
+        return _StdioProducer(self)
+
+
+class _StdioConsumer:
+    """A reader thread reads one line per request (a read of stdin cannot be
+    interrupted, so ``stop()`` and timeouts never wait for it); finite at EOF."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lines: queue_mod.SimpleQueue[bytes | None] = queue_mod.SimpleQueue()
+        self._want = threading.Semaphore(0)
+        self._requested = False  # a line has been asked for and not yet taken
+        self._stopped = False
+        self._eof = False
+        self._reader: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.last_ref: object = None
+
+    def _read(self) -> None:
+        while True:
+            self._want.acquire()
+            line = self._stream.readline()
+            self._lines.put(line.rstrip(b"\n") if line else None)
+            if not line:
+                return
+
+    def msg(self, timeout: float | None = None) -> tuple[bytes | None, bool]:
+        with self._lock:
+            if self._stopped or self._eof:
+                return None, True
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read, name="stdio-bus", daemon=True)
+                self._reader.start()
+            if not self._requested:
+                self._requested = True
+                self._want.release()
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - _monotonic()))
+            try:
+                line = self._lines.get(timeout=wait)
+            except queue_mod.Empty:
+                if self._stopped:
+                    return None, True
+                if deadline is not None and _monotonic() >= deadline:
+                    return None, False
+                continue
+            with self._lock:
+                self._requested = False
+                if line is None:
+                    self._eof = True
+                    return None, True
+            self.last_ref = line
+            return line, False
+
+    def ack(self, ref: object = None) -> None:
+        """stdin has no acknowledgement: nothing to do."""
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+class _StdioProducer:
+    def __init__(self, bus: _StdioBus) -> None:
+        self._bus = bus
+        self._stopped = False
+
+    def send(self, topic: str, data: bytes) -> None:
+        if self._stopped:
+            raise RuntimeError("send() after stop(): this producer is stopped")
+        _check_topic(topic)
+        payload = _check_data(data)
+        if b"\n" in payload:
+            raise ValueError("data for a stdio:// bus must not contain a newline")
+        with self._bus._write_lock:
+            self._bus._stdout.write(payload + b"\n")
+            self._bus._stdout.flush()
 
     def stop(self) -> None:
         self._stopped = True
@@ -444,12 +561,13 @@ class Launcher:
         self._producer = bus.producer()
         self._lock = threading.Lock()
         self._in_flight: dict[int, tuple[Any, TaskRecord, object]] = {}  # id(handle) -> ...
-        self._published: set[str] = set()
+        self._publishing: set[int] = set()  # handles whose record is being sent
         self._thread: threading.Thread | None = None
         self._finished = threading.Event()
         self._stopping = False
         self.received = 0
         self.published = 0
+        self.abandoned = 0  # records published as abandoned by a stop()
 
     def start(self) -> Launcher:
         """Start consuming (on a thread of its own). Returns the launcher."""
@@ -481,7 +599,12 @@ class Launcher:
                     self._slots.release()
                     continue
                 self.received += 1
-                self._launch(data, consumer.last_ref)
+                try:
+                    self._launch(data, consumer.last_ref)
+                except Exception as exc:
+                    logger.exception("launcher: could not run a message")
+                    info = data.decode("utf-8", "replace")
+                    self._publish(TaskRecord("invalid", info, result="error", msg=str(exc)), None)
         finally:
             self._finished.set()
 
@@ -498,6 +621,7 @@ class Launcher:
             self._publish(record, ref)
             return
         record.started = _utc_now()
+        record.ended, record.result, record.msg = None, "", ""  # a record run again
         try:
             h = self._sched.post_task(worker, record, name=f"record {record.type}", **self._options)
         except (SchedulerShutdown, QueueFull) as exc:  # refused: the record says so
@@ -510,9 +634,10 @@ class Launcher:
 
     def _finished_run(self, h: Any) -> None:
         with self._lock:
-            entry = self._in_flight.pop(id(h), None)
-        if entry is None:
-            return  # published already (abandoned at stop())
+            entry = self._in_flight.get(id(h))
+            if entry is None or id(h) in self._publishing:
+                return  # published already (abandoned at stop())
+            self._publishing.add(id(h))  # still in flight until it has been sent
         _, record, ref = entry
         if h.cancelled():
             record.result, record.msg = "error", f"not run: {h._sched._cancel_reason(h)}"
@@ -524,14 +649,26 @@ class Launcher:
                 record.msg = value if isinstance(value, str) else record.msg
             else:
                 record.result, record.msg = "error", f"{type(exc).__name__}: {exc}"
-        self._publish(record, ref)
+        try:
+            self._publish(record, ref)
+        finally:
+            with self._lock:
+                self._in_flight.pop(id(h), None)
+                self._publishing.discard(id(h))
 
     def _publish(self, record: TaskRecord, ref: object) -> None:
         if record.ended is None:
             record.ended = _utc_now()
         try:
-            self._producer.send(self._done_topic, record.to_json().encode())
-            self.published += 1
+            try:
+                payload = record.to_json().encode()
+            except UnicodeEncodeError:  # (text from a worker that is not valid UTF-8)
+                record.msg = record.msg.encode("utf-8", "replace").decode()
+                record.info = record.info.encode("utf-8", "replace").decode()
+                payload = record.to_json().encode("utf-8", "replace")
+            self._producer.send(self._done_topic, payload)
+            with self._lock:
+                self.published += 1
         finally:
             if self._consumer is not None:
                 self._consumer.ack(ref)
@@ -546,7 +683,8 @@ class Launcher:
             self._stopping = True
         if self._consumer is not None:
             self._consumer.stop()
-        self._finished.wait(5)
+        if self._thread is not None:
+            self._thread.join()  # the loop leaves within 0.1 s of the consumer's stop
         end = _monotonic() + (self._grace if grace is None else grace)
         while True:
             with self._lock:
@@ -556,11 +694,13 @@ class Launcher:
             if _monotonic() >= end:
                 for h, record, ref in left:
                     with self._lock:
-                        if self._in_flight.pop(id(h), None) is None:
-                            continue
+                        if id(h) in self._publishing or self._in_flight.pop(id(h), None) is None:
+                            continue  # finished meanwhile: its own record goes out
                     h.cancel()
                     record.result = "error"
                     record.msg = "abandoned: still running when the launcher stopped"
+                    with self._lock:
+                        self.abandoned += 1
                     self._publish(record, ref)
                 self._producer.stop()
                 return False
