@@ -174,33 +174,32 @@ class Consumer(Protocol):
         """The next message and ``done``: ``(data, False)``; ``(None, False)`` if the
         timeout passed first; ``(None, True)`` once the topic is finished (a finite
         backend at its end) or the consumer stopped: at once, never blocking."""
-        ...
 
     def ack(self, ref: object = None) -> None:
         """Acknowledge a message (default: the last one returned); a no-op where the
         backend has no acknowledgement. Valid after ``stop()`` too."""
-        ...
 
     def stop(self) -> None:
         """Non-blocking, idempotent, safe from any thread while others wait in
         ``msg()`` (they return done)."""
-        ...
 
 
 class Producer(Protocol):
     def send(self, topic: str, data: bytes) -> None:
         """Put one message on a topic; raises RuntimeError after ``stop()``."""
-        ...
 
     def stop(self) -> None:
         """Idempotent and non-blocking."""
-        ...
 
 
 class Bus(Protocol):
-    def consumer(self, topic: str) -> Consumer: ...
+    """What ``connect()`` returns."""
 
-    def producer(self) -> Producer: ...
+    def consumer(self, topic: str) -> Consumer:
+        """A consumer of ``topic`` (its own position on finite backends)."""
+
+    def producer(self) -> Producer:
+        """A producer (``send(topic, data)``) for any topic."""
 
 
 def connect(url: str = "memory://") -> Bus:
