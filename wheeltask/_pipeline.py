@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from ._clock import is_number, real_monotonic
 from ._errors import QueueFull, SchedulerShutdown, TaskCancelled
-from ._handle import CANCELLED, FAILED, RUNNING, SUCCEEDED, TaskHandle, callable_name
+from ._handle import (
+    CANCELLED,
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    TaskHandle,
+    callable_name,
+    current_task,
+)
 from ._pool import count_value
 
 if TYPE_CHECKING:
@@ -475,7 +483,7 @@ class Pipeline:
             # From a source, key() or route() in a load under way: its batch is still
             # to be posted, so it cannot be waited for here. Loading stops.
             return False
-        me = _current_delivery()
+        me = current_task()
         if me is not None and self._is_ours(me):
             # From one of our own deliveries: waiting for the others could need this
             # very worker. Loading stops; True only if no other delivery is unfinished.
@@ -820,8 +828,6 @@ class Pipeline:
         return result
 
     def _deliver(self, consumer: Callable[[Any], object], value: object) -> object:
-        from ._handle import current_task  # noqa: PLC0415
-
         me = current_task()
         if me is None or me.attempts <= 1:
             next(self._delivered)
@@ -919,12 +925,6 @@ class Pipeline:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
-
-
-def _current_delivery() -> TaskHandle | None:
-    from ._handle import current_task  # noqa: PLC0415
-
-    return current_task()
 
 
 def _check_cron(expr: object) -> Callable[[datetime.datetime], datetime.datetime]:

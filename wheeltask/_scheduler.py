@@ -798,7 +798,7 @@ class Scheduler:
                             self._run_orphans_unlocked()
                     # Leave once nothing is left to fire and nothing queued could arm
                     # a timeout (if one is armed later, a new timer thread starts).
-                    if self._closing and not len(wheel) and self._pool.queued == self._later_queued:
+                    if self._closing and not self._timer_needed_locked():
                         self._timer_left = True
                         self._wake_tick = _INF  # any timeout armed now starts a new one
                         break
@@ -1420,22 +1420,21 @@ class Scheduler:
     def _closed_progress_locked(self) -> None:
         # After shutdown(): wake its waiters once all is done, and let the threads go
         # (shutdown(wait=False) returns before that).
-        pool = self._pool
-        if self._timer is not None and not len(self._wheel) and pool.queued == self._later_queued:
+        if self._timer is not None and not self._timer_needed_locked():
             self._cond.notify()  # nothing left that needs a timer: it can leave now
         if self._is_idle_locked(len(self._closers)):
             self._idle_cond.notify_all()
             if not self._closers:
                 self._pool.stop_locked()
 
+    def _timer_needed_locked(self) -> bool:
+        """Something is on the wheel, or a queued task may yet arm a timeout (queued
+        _Later items need no timer)."""
+        return bool(len(self._wheel)) or self._pool.queued != self._later_queued
+
     def _maybe_idle(self) -> bool:
         """Racy pre-check (no lock) for a finishing task: could shutdown() be done?"""
-        pool = self._pool
-        return (
-            pool.queued == self._later_queued
-            and len(self._wheel) == self._armed_timeouts
-            and pool.running <= len(self._closers)
-        )
+        return self._is_idle_locked(len(self._closers))  # the same test, without the lock
 
     @staticmethod
     def _cancel_reason(h: TaskHandle) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final, Protocol, final
 from urllib.parse import urlsplit
 
+from ._clock import real_monotonic
 from ._errors import QueueFull, SchedulerShutdown
 
 __all__ = ["RESULTS", "Bus", "Consumer", "Launcher", "Producer", "TaskRecord", "connect"]
@@ -448,15 +449,15 @@ class _StdioConsumer:
             if not self._requested:
                 self._requested = True
                 self._want.release()
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = None if timeout is None else real_monotonic() + timeout
         while True:
-            wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - _monotonic()))
+            wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - real_monotonic()))
             try:
                 line = self._lines.get(timeout=wait)
             except queue_mod.Empty:
                 if self._stopped:
                     return None, True
-                if deadline is not None and _monotonic() >= deadline:
+                if deadline is not None and real_monotonic() >= deadline:
                     return None, False
                 continue
             with self._lock:
@@ -684,13 +685,13 @@ class Launcher:
             self._consumer.stop()
         if self._thread is not None:
             self._thread.join()  # the loop leaves within 0.1 s of the consumer's stop
-        end = _monotonic() + (self._grace if grace is None else grace)
+        end = real_monotonic() + (self._grace if grace is None else grace)
         while True:
             with self._lock:
                 left = list(self._in_flight.values())
             if not left:
                 break
-            if _monotonic() >= end:
+            if real_monotonic() >= end:
                 for h, record, ref in left:
                     with self._lock:
                         if id(h) in self._publishing or self._in_flight.pop(id(h), None) is None:
@@ -710,14 +711,14 @@ class Launcher:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the consumer is done (a finite topic's end) and every record
         taken has been published; True then, False if the timeout passed first."""
-        end = None if timeout is None else _monotonic() + timeout
+        end = None if timeout is None else real_monotonic() + timeout
         if not self._finished.wait(timeout):
             return False
         while True:
             with self._lock:
                 if not self._in_flight:
                     return True
-            if end is not None and _monotonic() >= end:
+            if end is not None and real_monotonic() >= end:
                 return False
             threading.Event().wait(0.005)
 
@@ -726,9 +727,3 @@ class Launcher:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _monotonic() -> float:
-    from ._clock import real_monotonic  # noqa: PLC0415
-
-    return real_monotonic()
