@@ -105,6 +105,8 @@ def test_scheduler_signature_matches_the_design() -> None:
         "clock": None,
         "name": "wheeltask",
         "task_defaults": None,  # ours, after DESIGN's parameters
+        "loop": "auto",  # coroutine tasks (issue 8)
+        "max_async": 1000,
     }
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
     post = inspect.signature(wheeltask.Scheduler.post_task).parameters

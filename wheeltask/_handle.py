@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
+from ._coro import current as current_coro
+from ._coro import is_awaitable
 from ._errors import TaskTimeout
 from ._pool import current_item
 
@@ -81,6 +83,7 @@ class Extra:
     __slots__ = (
         "attempts",
         "backoff",
+        "coro",
         "due",
         "expires",
         "interval",
@@ -130,6 +133,7 @@ class Extra:
         self.pause_pending = False  # pause() during an interval run: paused when it ends
         self.expires: int | None = None  # ns after its due time a run may still start
         self.due = 0  # clock ns the current run of an interval task was due
+        self.coro: bool | None = None  # an async def callback (None: not looked at yet)
 
 
 @final
@@ -180,7 +184,6 @@ def callable_name(cb: object) -> str:
     return cb.rpartition("<locals>.")[2]
 
 
-@final
 class TaskHandle:
     """A posted task: its state, its runs, and the means to wait for it or cancel it.
 
@@ -446,14 +449,20 @@ class TaskHandle:
         self._state = RUNNING
         cb: Callable[..., object] = self._cb  # type: ignore[assignment]  # claimed: callable
         try:
-            self._args = cb(*self._args)  # on an exception the arguments stay
+            value = cb(*self._args)  # on an exception the arguments stay
         except BaseException as exc:
             self._args = Failure(exc)
             self._state = FAILED
+            if sched._early_cancels:  # an async callable that raised when called
+                sched._early_cancels.pop(self, None)
             next(sched._n_failed)
             logger.error("task %r raised", self, exc_info=exc)
             del exc
         else:
+            if value is not None and is_awaitable(value):  # an async def callback
+                sched._hand_over(self, value, False, finished)  # type: ignore[arg-type]
+                return
+            self._args = value
             self._state = SUCCEEDED
             next(sched._n_succeeded)
         next(finished)
@@ -484,7 +493,7 @@ def current_task() -> TaskHandle | None:
     ``name``, ``id``, ``attempts``... Cheap: one attribute of the current thread.
     """
     item = current_item()
-    return item if isinstance(item, TaskHandle) else None
+    return item if isinstance(item, TaskHandle) else current_coro.get()
 
 
 def call_hook(hook: Callable[..., object], handle: TaskHandle, *args: object) -> None:

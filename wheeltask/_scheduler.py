@@ -6,6 +6,7 @@ import atexit
 import collections
 import dataclasses
 import datetime
+import inspect
 import itertools
 import logging
 import math
@@ -14,10 +15,18 @@ import random
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, cast, final
 
 from ._clock import Clock, MonotonicClock, VirtualClock, is_number, real_monotonic
+from ._coro import (
+    CoroRunner,
+    check_loop,
+    close_unstarted,
+    coroutine_task,
+    is_awaitable,
+    is_coroutine_function,
+)
 from ._errors import (
     DuplicateTask,
     QueueFull,
@@ -193,6 +202,8 @@ def check_scheduler_options(
     clock: Clock | None = None,
     name: str = "wheeltask",
     task_defaults: Mapping[str, Any] | None = None,
+    loop: str = "auto",
+    max_async: int = 1000,
 ) -> dict[str, Any]:
     """Validate ``Scheduler`` options; return them as a dict. Changes nothing."""
     _check_int(max_workers, "max_workers", 1)
@@ -216,6 +227,8 @@ def check_scheduler_options(
         raise TypeError(f"clock must provide now() and now_ns(), got {clock!r}")
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {name!r}")
+    _check_int(max_async, "max_async", 1)
+    check_loop(loop)
     return {
         "max_workers": max_workers,
         "min_workers": min_workers,
@@ -226,6 +239,8 @@ def check_scheduler_options(
         "clock": clock,
         "name": name,
         "task_defaults": _check_task_defaults(task_defaults),
+        "loop": loop,
+        "max_async": max_async,
     }
 
 
@@ -360,6 +375,11 @@ class Scheduler:
         task_defaults: task options every ``post_task`` gets unless it gives its
             own, e.g. ``{"timeout": 30, "retries": 2, "retry_on": OSError}`` (any
             option but ``key`` and ``on_duplicate``).
+        loop: the event loop of coroutine tasks (``async def`` callbacks): "auto"
+            (uvloop when installed, else asyncio), "uvloop" or "asyncio". It runs in a
+            thread of its own, started by the first coroutine task.
+        max_async: at most this many coroutine tasks run at once (a semaphore, not
+            threads); the others wait, counted in ``stats().queued``.
 
     Use it as a context manager: leaving the block calls ``shutdown(wait=True)``.
     """
@@ -376,6 +396,8 @@ class Scheduler:
         clock: Clock | None = None,
         name: str = "wheeltask",
         task_defaults: Mapping[str, Any] | None = None,
+        loop: str = "auto",
+        max_async: int = 1000,
     ) -> None:
         opts = check_scheduler_options(
             max_workers=max_workers,
@@ -387,6 +409,8 @@ class Scheduler:
             clock=clock,
             name=name,
             task_defaults=task_defaults,
+            loop=loop,
+            max_async=max_async,
         )
         self._options = opts
         self._name = name
@@ -433,6 +457,8 @@ class Scheduler:
         self._armed_timeouts = 0  # TimeoutEntry objects on the wheel
         self._orphans: list[_Later] = []  # see _run_orphans_unlocked
         self._later_queued = 0  # _Later items in the run queue
+        self._runner: CoroRunner | None = None  # coroutine tasks' loop, made on first use
+        self._early_cancels: dict[TaskHandle, str] = {}  # cancelled during a hand-over
         _live.add(self)
         self._task_defaults: dict[str, Any] | None = opts["task_defaults"]
         if self._task_defaults is not None:
@@ -510,7 +536,9 @@ class Scheduler:
                 timers are already held.
         """
         if not callable(cb):
-            raise TypeError(f"cb must be callable, got {cb!r}")
+            if not inspect.iscoroutine(cb):
+                raise TypeError(f"cb must be callable, got {cb!r}")
+            cb = coroutine_task(cb, args, interval, options)
         if options and options.get("key") is not None:
             return self._post_keyed(
                 cb, args, delay=delay, interval=interval, name=name, options=options
@@ -911,6 +939,8 @@ class Scheduler:
         """The timer reached a running attempt's deadline: the run fails now and its
         waits wake now; done callbacks, on_failure and listeners are left to a worker."""
         exc, token = self._time_out_locked(h, extra)
+        if self._runner is not None:
+            self._runner.cancel_run_locked(h)  # a coroutine is cancelled at its deadline
         for w in token:
             if type(w) is _LockType:
                 w.release()  # never blocks
@@ -993,6 +1023,35 @@ class Scheduler:
             self._run_ended(h, finished)
             return
         cb: Callable[..., object] = h._cb  # type: ignore[assignment]  # claimed: callable
+        if extra is None:
+            coro = is_coroutine_function(cb)
+        elif extra.coro is None:
+            coro = extra.coro = is_coroutine_function(cb)
+        else:
+            coro = extra.coro
+        if coro:  # an async def callback: its whole run happens on the event loop
+            self._hand_over(h, None, False, finished)
+            return
+        timeout = self._start_attempt(h, extra)
+        value: object = None
+        error: BaseException | None = None
+        try:
+            value = cb(*h._args)  # on an exception a one-shot's arguments stay
+        except BaseException as exc:  # noqa: BLE001 - the run's outcome, reported below
+            error = exc
+            del exc
+        if error is None and value is not None and is_awaitable(value):
+            # A callable that returned an awaitable: awaited on the loop (its attempt,
+            # and any timeout, started already).
+            self._hand_over(h, cast("Awaitable[Any]", value), True, finished)
+            return
+        self._run_outcome(h, timeout, value, error)
+        del value, error
+        self._run_ended(h, finished)
+
+    def _start_attempt(self, h: TaskHandle, extra: Extra | None) -> int | None:
+        """An attempt begins (lock not held): RUNNING, counted, its timeout armed, the
+        "started" event. Returns the timeout (ns) or None."""
         timeout = None if extra is None else extra.timeout
         if timeout is not None:
             assert extra is not None
@@ -1003,21 +1062,126 @@ class Scheduler:
                 extra.attempts += 1
         if self._observed:
             self._emit("started", h)
-        value: object = None
-        error: BaseException | None = None
-        try:
-            value = cb(*h._args)  # on an exception a one-shot's arguments stay
-        except BaseException as exc:  # noqa: BLE001 - the run's outcome, reported below
-            error = exc
-            del exc
+        return timeout
+
+    def _run_outcome(
+        self, h: TaskHandle, timeout: int | None, value: object, error: BaseException | None
+    ) -> None:
+        """An attempt ended (lock not held): success, a retry, or a failure."""
+        extra = h._extra
         if timeout is not None and self._end_timed_attempt(h):
             pass  # timed out: whatever the callback produced is discarded
         elif error is None:
             self._succeeded(h, value)
         elif extra is None or not extra.retries or not self._retry(h, error):
             self._failed(h, error)
+
+    # ------------------------------------------------------- coroutine tasks
+    def _hand_over(
+        self,
+        h: TaskHandle,
+        aw: Awaitable[Any] | None,
+        started: bool,
+        finished: itertools.count[int],
+    ) -> None:
+        """A worker passes a coroutine task to the event loop (lock not held); its
+        thread is free at once. ``aw``: what to await (None: call the coroutine
+        function there); ``started``: the attempt began here already."""
+        token = None
+        runner = self._runner
+        with self._lock:
+            reason = self._early_cancels.pop(h, None) if self._early_cancels else None
+            if reason is not None:  # cancel() came while the worker had it
+                token = self._finish_cancelled_locked(h, reason)
+            else:
+                runner = self._runner
+                if runner is None or runner.stopped:
+                    mode = "inline" if self._manual else "thread"
+                    o = self._options
+                    runner = self._runner = CoroRunner(
+                        self, mode, o["max_async"], loop_kind=o["loop"]
+                    )
+                if not started:
+                    h._state = QUEUED  # waiting for the loop (and max_async): not started
+                runner.hand_over_locked(h, aw, started)
+        if token is not None:
+            if not started:
+                close_unstarted(aw)
+            next(finished)
+            if token:
+                notify(h, token)
+            if self._ev_cancelled:
+                self._emit("cancelled", h, reason=self._cancel_reason(h))
+            if self._closing and self._maybe_idle():
+                with self._lock:
+                    self._closed_progress_locked()
+            return
+        assert runner is not None
+        if runner.mode == "inline":
+            runner.submit(h, aw, started)  # run to its end, here
+            next(finished)
+        else:
+            next(finished)  # the worker's part is over; the loop's counts hold it now
+            runner.submit(h, aw, started)
+
+    async def _coro_run(self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool) -> None:
+        """A coroutine task's attempt, on the loop, inside its place of ``max_async``."""
+        extra = h._extra
+        timeout = None if extra is None else extra.timeout
+        if not started:
+            if extra is not None and extra.expires is not None and self._expired_now(h, extra):
+                return
+            timeout = self._start_attempt(h, extra)
+        value: object = None
+        error: BaseException | None = None
+        try:
+            if aw is None:
+                cb: Callable[..., Awaitable[Any]] = h._cb  # type: ignore[assignment]
+                aw = cb(*h._args)
+            value = await aw
+        except BaseException as exc:  # noqa: BLE001 - the run's outcome, reported below
+            error = exc
+            del exc
+        runner = self._runner
+        assert runner is not None
+        with self._lock:
+            cut = runner.take_cut_locked(h)
+            if cut is not None and extra is not None:
+                self._disarm_timeout_locked(extra)
+        if cut is None:  # else cancelled: the outcome is dropped (it ends CANCELLED)
+            self._run_outcome(h, timeout, value, error)
         del value, error
-        self._run_ended(h, finished)
+
+    def _coro_ended(self, h: TaskHandle) -> None:
+        """A coroutine task left the loop (lock not held). A run cancelled while it
+        ran ends CANCELLED now, whatever its coroutine did; then waiters and a waiting
+        shutdown() hear of the end."""
+        runner = self._runner
+        assert runner is not None
+        token = None
+        with self._lock:
+            del runner.tasks[h]
+            reason = runner.cut.pop(h, None)
+            if reason is not None and h._state < SUCCEEDED:
+                token = self._finish_cancelled_locked(h, reason)
+        if token is not None:
+            if token:
+                notify(h, token)
+            if self._ev_cancelled:
+                self._emit("cancelled", h, reason=reason)
+        if h._waiters is not None or self._closing:
+            self._report_progress(h)
+
+    def _coro_refused(self, h: TaskHandle, exc: BaseException) -> None:
+        """A manual scheduler could not run a coroutine task (a loop already runs on
+        this thread): the run fails with the reason."""
+        err = RuntimeError(
+            f"coroutine task {h.name!r} cannot run inline while an event loop runs on this "
+            f"thread ({exc}); in async tests use wheeltask.aio.AsyncScheduler"
+        )
+        self._failed(h, err)
+        if h._waiters is not None or self._closing:
+            self._report_progress(h)
 
     def _run_ended(self, h: TaskHandle, finished: itertools.count[int]) -> None:
         """The pool counts the run finished; then, as in TaskHandle._run (read after
@@ -1139,6 +1303,17 @@ class Scheduler:
                         h,
                     )
 
+    def _disarm_timeout_locked(self, extra: Extra) -> None:
+        """Take a finished attempt's timeout off the wheel."""
+        entry = extra.timeout_entry
+        if entry is not None:
+            extra.timeout_entry = None
+            if entry._wslot is not None:
+                self._wheel.remove(entry)
+                self._armed_timeouts -= 1
+                if self._closing and self._timer is not None:
+                    self._cond.notify()  # that may have been all it waited for
+
     def _end_timed_attempt(self, h: TaskHandle) -> bool:
         """A timed attempt's callback returned: True if the run timed out (now or at
         its deadline), and then its outcome is discarded."""
@@ -1147,14 +1322,7 @@ class Scheduler:
         timed_out: tuple[TaskTimeout, list[Any]] | None = None
         with self._lock:
             if not extra.timed_out:  # else the timer failed it at the deadline already
-                entry = extra.timeout_entry
-                if entry is not None:
-                    extra.timeout_entry = None
-                    if entry._wslot is not None:
-                        self._wheel.remove(entry)
-                        self._armed_timeouts -= 1
-                        if self._closing and self._timer is not None:
-                            self._cond.notify()  # that may have been all it waited for
+                self._disarm_timeout_locked(extra)
                 if self._now_ns() < extra.run_deadline:
                     return False
                 # Returned at or after its deadline, before the timer got to it (a
@@ -1379,6 +1547,13 @@ class Scheduler:
             extra.retry_entry = None
             return True, self._finish_cancelled_locked(h, reason)
         if st == RUNNING or (st == QUEUED and not self._pool.unqueue(h)):
+            runner = self._runner
+            if runner is not None and h in runner.tasks:  # a coroutine task: it can stop
+                return True, runner.cancel_locked(h, reason)
+            if is_coroutine_function(h._cb):
+                # A worker is handing it to the event loop: it ends there, unstarted.
+                self._early_cancels[h] = reason
+                return True, None
             # A run has started (or a worker has just claimed it): it completes. An
             # interval task ends after it; a one-shot run was not prevented.
             if extra is not None and extra.interval is not None:
@@ -1425,7 +1600,23 @@ class Scheduler:
         if self._is_idle_locked(len(self._closers)):
             self._idle_cond.notify_all()
             if not self._closers:
-                self._pool.stop_locked()
+                self._stop_threads_locked()
+
+    def _stop_threads_locked(self) -> None:
+        """Let the workers go, and the event loop once no coroutine task is left (the
+        last one to end stops it then)."""
+        self._pool.stop_locked()
+        runner = self._runner
+        if runner is not None and not runner.tasks:
+            runner.stop_locked()
+
+    def _cut_coroutines_locked(self, reason: str) -> None:
+        """Cancel the coroutine tasks still running (a shutdown that gave up on them):
+        each ends CANCELLED once its coroutine returns."""
+        runner = self._runner
+        if runner is not None:
+            for h in list(runner.tasks):
+                runner.cancel_locked(h, reason)
 
     def _timer_needed_locked(self) -> bool:
         """Something is on the wheel, or a queued task may yet arm a timeout (queued
@@ -1652,7 +1843,7 @@ class Scheduler:
             with self._lock:
                 idle = self._is_idle_locked(0)
                 if idle:
-                    self._pool.stop_locked()
+                    self._stop_threads_locked()
             return idle and not self._threads_alive()
         ok = True
         with self._lock:
@@ -1668,9 +1859,10 @@ class Scheduler:
                     if remaining is not None and remaining <= 0:
                         ok = False
                         tokens = self._cancel_all_locked("cancelled: shutdown() timed out")
+                        self._cut_coroutines_locked("cancelled: shutdown() timed out")
                         break
                     self._idle_cond.wait(remaining)
-                self._pool.stop_locked()
+                self._stop_threads_locked()
                 if self._timer is not None:
                     self._cond.notify()
                 joinable = [t for t in self._threads_alive() if t is not me]
@@ -1695,6 +1887,9 @@ class Scheduler:
     def _threads_alive(self) -> list[threading.Thread]:
         timer = self._timer
         alive = self._pool.threads()
+        runner = self._runner
+        if runner is not None and runner.thread is not None and runner.thread.is_alive():
+            alive.append(runner.thread)
         if timer is not None and timer.is_alive():
             alive.append(timer)
         return alive
@@ -1705,10 +1900,12 @@ class Scheduler:
         # _Later items: they run before the workers stop (and a task inside shutdown()
         # may hold the only worker).
         pool = self._pool
+        runner = self._runner
         return (
             len(self._wheel) == self._armed_timeouts
             and pool.queued == self._later_queued
             and pool.running <= own
+            and (runner is None or not runner.tasks)
         )
 
     def _cancel_all_locked(self, reason: str) -> list[tuple[Any, list[Any] | None]]:
@@ -1852,7 +2049,7 @@ class Scheduler:
             counts = (
                 len(self._wheel) - self._armed_timeouts,
                 pool.queued,
-                pool.running,
+                pool.running + (0 if self._runner is None else self._runner.running),
                 pool.workers,
                 pool.idle,
                 count_value(self._ids) - 1 - self._refused - self._id_gaps,
@@ -1869,10 +2066,12 @@ class Scheduler:
             expired = self._expired
             paused = len(self._paused)
             queued = _snapshot(pool._claims)
+            if self._runner is not None:  # waiting for the loop, or for max_async
+                queued += tuple(self._runner.fresh)
         by_priority: dict[int, int] = {}
         n_queued = 0  # tasks only: not the internal items that run a timeout's hooks
         for item in queued:
-            if type(item) is TaskHandle:
+            if isinstance(item, TaskHandle):
                 p = item.priority
                 by_priority[p] = by_priority.get(p, 0) + 1
                 n_queued += 1
@@ -1908,14 +2107,14 @@ class Scheduler:
         found: dict[int, TaskHandle] = {}
         with self._lock:
             for e in self._wheel.entries():
-                h = e if type(e) is TaskHandle else cast("RetryEntry | TimeoutEntry", e).handle
+                h = e if isinstance(e, TaskHandle) else cast("RetryEntry | TimeoutEntry", e).handle
                 found[id(h)] = h
             for item in _snapshot(self._pool._claims):
-                if type(item) is TaskHandle:
+                if isinstance(item, TaskHandle):
                     found[id(item)] = item
             for t in [*self._pool.threads(), *self._pool._callers]:
                 item = getattr(t, CURRENT, None)
-                if type(item) is TaskHandle and item._sched is self:
+                if isinstance(item, TaskHandle) and item._sched is self:
                     found[id(item)] = item
             for h in [*self._intervals, *self._paused]:
                 found[id(h)] = h
@@ -2002,11 +2201,12 @@ class Scheduler:
             running = self._pool.running
             tokens = self._cancel_all_locked(why)
             self._closing = True
-            self._pool.stop_locked()
+            self._cut_coroutines_locked(why)
+            self._stop_threads_locked()
             if self._timer is not None:
                 self._cond.notify()
         self._notify_all(tokens)
-        not_run = sum(type(h) is TaskHandle and h._state == CANCELLED for h, _ in tokens)
+        not_run = sum(isinstance(h, TaskHandle) and h._state == CANCELLED for h, _ in tokens)
         return not_run, running
 
     def _after_fork_child(self) -> None:
