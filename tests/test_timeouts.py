@@ -57,6 +57,8 @@ def test_a_run_past_its_timeout_fails_at_the_deadline(
     with pytest.raises(TaskTimeout, match=r"^'slow' exceeded its timeout of 2 seconds$"):
         h.result()
     assert isinstance(h.exception(), TaskTimeout)
+    # (the marker task of _fired_up_to counts as running until its worker is done)
+    wait_until(lambda: threaded.stats().running == 1)
     st = threaded.stats()
     assert (st.timed_out, st.failed, st.running) == (1, 1, 1)
     gate.set()  # the callback returns at last: its result is discarded
