@@ -6,10 +6,11 @@ are exact; ``now()`` gives the same instant in float seconds for people.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import weakref
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Clock",
@@ -124,19 +125,50 @@ class VirtualClock:
         """Move time forward by ``seconds`` (>= 0), running what falls due on the way.
 
         ``advance(0)`` runs what is due now, immediate tasks included.
+
+        Raises:
+            RuntimeError: an ``AsyncScheduler`` uses this clock (``await
+                advance_async(...)`` instead).
         """
-        seconds = _number(seconds, "seconds")
-        if not (0 <= seconds < float("inf")):
-            raise ValueError(f"seconds must be >= 0 and finite, got {seconds!r}")
-        self._advance_to_ns(self._now + round(seconds * 1_000_000_000))
+        self._refuse_async("advance")
+        self._advance_to_ns(self._target_after(seconds))
 
     def advance_to(self, t: float) -> None:
         """Move time forward to ``t`` seconds (not before now); see :meth:`advance`."""
+        self._refuse_async("advance_to")
+        self._advance_to_ns(self._target_at(t))
+
+    async def advance_async(self, seconds: float) -> None:
+        """``advance`` for ``wheeltask.aio.AsyncScheduler``: at each step, what fell due
+        runs, and every coroutine task is awaited until it finishes or is suspended
+        (on a wheeltask handle, say). One suspended on ``asyncio.sleep`` or I/O goes
+        on in real time and is not waited for: asyncio's own timers are not virtual.
+        Plain callbacks run in the executor are awaited."""
+        await self._advance_to_ns_async(self._target_after(seconds))
+
+    async def advance_to_async(self, t: float) -> None:
+        """Move time forward to ``t`` seconds; see :meth:`advance_async`."""
+        await self._advance_to_ns_async(self._target_at(t))
+
+    def _target_after(self, seconds: float) -> int:
+        seconds = _number(seconds, "seconds")
+        if not (0 <= seconds < float("inf")):
+            raise ValueError(f"seconds must be >= 0 and finite, got {seconds!r}")
+        return self._now + round(seconds * 1_000_000_000)
+
+    def _target_at(self, t: float) -> int:
         t = _number(t, "t")
         target = round(t * 1_000_000_000) if math.isfinite(t) else None
         if target is None or target < self._now:
             raise ValueError(f"t must be finite and >= now ({self.now()!r}), got {t!r}")
-        self._advance_to_ns(target)
+        return target
+
+    def _refuse_async(self, what: str) -> None:
+        if any(getattr(s, "_async_core", False) for s in list(self._schedulers)):
+            raise RuntimeError(
+                f"VirtualClock.{what}() with an AsyncScheduler attached: use "
+                f"'await clock.{what}_async(...)', which also awaits its coroutine tasks"
+            )
 
     def run_until_idle(self, max_time: float | None = None) -> None:
         """Advance from due time to due time until nothing is pending.
@@ -146,6 +178,7 @@ class VirtualClock:
                 tasks would keep the clock busy forever, so reaching a state where only
                 interval tasks remain raises RuntimeError instead.
         """
+        self._refuse_async("run_until_idle")
         end = None
         if max_time is not None:
             max_time = _number(max_time, "max_time")
@@ -208,6 +241,54 @@ class VirtualClock:
             self._busy = False
         for s in list(self._schedulers):
             s._clock_moved()
+
+    async def _advance_to_ns_async(self, target: int) -> None:
+        if self._busy:
+            raise RuntimeError(
+                "VirtualClock.advance_async() called while the clock is being advanced"
+            )
+        self._busy = True
+        try:
+            await self._settle()
+            self._run_due()
+            await self._settle()
+            while True:
+                nxt = self._next_due_ns()
+                if nxt is None or nxt > target:
+                    break
+                if nxt > self._now:
+                    self._now = nxt
+                self._run_due()
+                await self._settle()
+            if target > self._now:
+                self._now = target
+                self._run_due()
+                await self._settle()
+        finally:
+            self._busy = False
+        for s in list(self._schedulers):
+            s._clock_moved()
+
+    async def _settle(self) -> None:
+        """Let the attached async schedulers' tasks run until each is done or suspended."""
+        for _ in range(_MAX_STEPS):
+            executor: list[Any] = []
+            runnable = False
+            for s in list(self._schedulers):
+                unsettled = getattr(s, "_unsettled", None)
+                if unsettled is not None:
+                    futs, busy = unsettled()
+                    executor += futs
+                    runnable = runnable or busy
+            if executor:
+                await asyncio.wait(executor)
+            elif runnable:
+                await asyncio.sleep(0)
+            else:
+                return
+        raise RuntimeError(
+            f"advance_async(): coroutine tasks still running after {_MAX_STEPS:,} steps"
+        )
 
     def _run_due(self) -> None:
         for s in list(self._schedulers):

@@ -114,6 +114,7 @@ class CoroRunner:
         self.fresh: set[TaskHandle] = set()  # handed over before their run started
         self.cut: dict[TaskHandle, str] = {}  # cancelled while running: why
         self.thread: threading.Thread | None = None
+        self._tid = threading.get_ident()  # "attached": made on the loop's thread
         self._stopped = False
         if mode == "thread":
             self.thread = WheeltaskThread(self._main, f"{sched.name}-asyncio")
@@ -185,7 +186,7 @@ class CoroRunner:
                     close_unstarted(aw)
                 self._sched._coro_refused(h, exc)
             return
-        if self.mode == "attached":
+        if self.mode == "attached" and threading.get_ident() == self._tid:
             self._begin(h, aw, started)
             return
         self._call(self._begin, h, aw, started)

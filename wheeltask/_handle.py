@@ -9,6 +9,8 @@ then its name; everything a plain one-shot task does not need lives in ``_extra`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import enum
 import functools
@@ -31,6 +33,34 @@ __all__ = ["TaskHandle", "TaskState", "current_task"]
 logger = logging.getLogger("wheeltask")
 
 _LockType: Final = type(threading.Lock())
+
+
+@final
+class AsyncWake:
+    """A coroutine waiting on a handle (``wheeltask.aio``): woken like a thread's
+    lock, from whichever thread finishes the run."""
+
+    __slots__ = ("fut", "loop", "tid")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.tid = threading.get_ident()  # made by a coroutine: on the loop's thread
+        self.fut: asyncio.Future[None] = loop.create_future()
+
+    def release(self) -> None:
+        if threading.get_ident() == self.tid:
+            self._set()  # at once: advance_async sees the waiter runnable
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self.loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        if not self.fut.done():
+            self.fut.set_result(None)
+
+
+#: Waiters that a run's progress wakes (the others are done callbacks).
+WAKERS: Final = (_LockType, AsyncWake)
 
 
 class TaskState(enum.Enum):
@@ -523,7 +553,7 @@ def notify(handle: TaskHandle, token: list[Any]) -> None:
     """Release waiters and, on a final state, run done callbacks (lock not held)."""
     final = handle._state >= SUCCEEDED
     for w in token:
-        if type(w) is _LockType:
+        if type(w) in WAKERS:
             w.release()
         elif final:
             try:

@@ -46,6 +46,7 @@ from ._handle import (
     RUNNING,
     SUCCEEDED,
     WAITING,
+    WAKERS,
     Extra,
     Failure,
     RetryEntry,
@@ -65,7 +66,6 @@ __all__ = ["Scheduler", "Stats"]
 
 logger = logging.getLogger("wheeltask")
 
-_LockType: Final = type(threading.Lock())
 _FunctionType: Final = types.FunctionType
 _allocate_lock: Final = threading.Lock
 _new_handle: Final = object.__new__
@@ -384,6 +384,8 @@ class Scheduler:
     Use it as a context manager: leaving the block calls ``shutdown(wait=True)``.
     """
 
+    _handle_cls: type[TaskHandle] = TaskHandle  # what post_task returns
+
     def __init__(
         self,
         *,
@@ -566,7 +568,7 @@ class Scheduler:
                 # The clock is read before anything is allocated: a GC pause that the
                 # allocation triggers must not push the deadline later.
                 deadline = self._now_ns() + delay_ns
-        h: TaskHandle = _new_handle(TaskHandle)
+        h: TaskHandle = _new_handle(self._handle_cls)
         h._cb = cb
         h._args = args
         h._wslot = None
@@ -942,9 +944,9 @@ class Scheduler:
         if self._runner is not None:
             self._runner.cancel_run_locked(h)  # a coroutine is cancelled at its deadline
         for w in token:
-            if type(w) is _LockType:
+            if type(w) in WAKERS:
                 w.release()  # never blocks
-        rest = [w for w in token if type(w) is not _LockType]
+        rest = [w for w in token if type(w) not in WAKERS]
         return self._after_timeout, (h, exc, rest)
 
     def _after_timeout(self, h: TaskHandle, exc: TaskTimeout, callbacks: list[Any]) -> None:
@@ -1359,8 +1361,8 @@ class Scheduler:
         extra.runs += 1
         if ws is None:
             return exc, _NO_WAITERS
-        h._waiters = [w for w in ws if type(w) is not _LockType] or None
-        return exc, [w for w in ws if type(w) is _LockType]
+        h._waiters = [w for w in ws if type(w) not in WAKERS] or None
+        return exc, [w for w in ws if type(w) in WAKERS]
 
     def _timed_out_reports(self, h: TaskHandle, exc: TaskTimeout) -> None:
         """What a timed-out run reports (lock not held): on_failure or the log, then
@@ -1382,8 +1384,8 @@ class Scheduler:
                 h._waiters = None
                 token = ws
             else:  # an interval task between runs: wake waits, keep done callbacks
-                token = [w for w in ws if type(w) is _LockType]
-                h._waiters = [w for w in ws if type(w) is not _LockType] or None
+                token = [w for w in ws if type(w) in WAKERS]
+                h._waiters = [w for w in ws if type(w) not in WAKERS] or None
         notify(h, token)
 
     # ------------------------------------------------------- live task controls
@@ -1818,22 +1820,8 @@ class Scheduler:
         end = None if timeout is None else real_monotonic() + timeout
         me = threading.current_thread()
         in_task = self._pool.in_task(me)
-        tokens: list[tuple[Any, list[Any] | None]] = []
         with self._lock:
-            self._closing = True
-            self._pool.release_blocked_locked()
-            self._bulk = True  # one progress check at the end, not one per task
-            try:
-                for h in list(self._intervals):
-                    tokens.append((h, self._cancel_locked(h, "stopped by shutdown()")[1]))
-                for h in list(self._paused):  # paused one-shots: nothing would resume them
-                    reason = "stopped by shutdown() while paused"
-                    tokens.append((h, self._cancel_locked(h, reason)[1]))
-                if cancel_pending:
-                    tokens += self._cancel_all_locked("cancelled by shutdown(cancel_pending=True)")
-            finally:
-                self._bulk = False
-            self._closed_progress_locked()
+            tokens = self._close_locked(cancel_pending)
             if self._timer is not None:
                 self._cond.notify()
         self._notify_all(tokens)
@@ -1883,6 +1871,27 @@ class Scheduler:
             if t.is_alive():
                 ok = False
         return ok
+
+    def _close_locked(self, cancel_pending: bool) -> list[tuple[Any, list[Any] | None]]:
+        """The start of every shutdown: posts are refused from now on, interval and
+        paused tasks stop, and with ``cancel_pending`` so does every task that has not
+        started. Returns what :meth:`_notify_all` must do once the lock is released."""
+        tokens: list[tuple[Any, list[Any] | None]] = []
+        self._closing = True
+        self._pool.release_blocked_locked()
+        self._bulk = True  # one progress check at the end, not one per task
+        try:
+            for h in list(self._intervals):
+                tokens.append((h, self._cancel_locked(h, "stopped by shutdown()")[1]))
+            for h in list(self._paused):  # paused one-shots: nothing would resume them
+                reason = "stopped by shutdown() while paused"
+                tokens.append((h, self._cancel_locked(h, reason)[1]))
+            if cancel_pending:
+                tokens += self._cancel_all_locked("cancelled by shutdown(cancel_pending=True)")
+        finally:
+            self._bulk = False
+        self._closed_progress_locked()
+        return tokens
 
     def _threads_alive(self) -> list[threading.Thread]:
         timer = self._timer
