@@ -362,7 +362,12 @@ class RedisBus:
         except _TRANSIENT as exc:
             raise ConnectionError(
                 f"cannot reach Redis at {self.masked_url} (connect_timeout="
-                f"{self.options.connect_timeout:g} s): {type(exc).__name__}: {exc}"
+                f"{self.options.connect_timeout:g} s): {exc}"
+            ) from None
+        except redis.exceptions.InvalidResponse as exc:
+            raise ConnectionError(
+                f"cannot reach Redis at {self.masked_url}: what answers there does not "
+                f"speak Redis ({exc})"
             ) from None
         finally:
             client.connection_pool.disconnect()
