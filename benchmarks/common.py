@@ -42,6 +42,7 @@ class Config:
     apscheduler_n: int  # jobs for APScheduler (a job store entry each)
     work_n: int  # tasks of 50 us of work through the pools
     exit_n: int  # pending tasks when the shutdown is timed
+    bus_n: int  # task records through a Launcher (memory and Redis buses)
 
     def reps_for_size(self, n: int) -> int:
         return self.heavy_reps if n >= 1_000_000 else self.micro_reps
@@ -65,6 +66,7 @@ FULL = Config(
     apscheduler_n=10_000,
     work_n=20_000,
     exit_n=100_000,
+    bus_n=20_000,
 )
 
 QUICK = Config(
@@ -85,6 +87,7 @@ QUICK = Config(
     apscheduler_n=2_000,
     work_n=2_000,
     exit_n=10_000,
+    bus_n=2_000,
 )
 
 SMOKE = Config(
@@ -105,6 +108,7 @@ SMOKE = Config(
     apscheduler_n=50,
     work_n=200,
     exit_n=1_000,
+    bus_n=100,
 )
 
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bus_records
 import exiting
 import firing
 import throughput
@@ -58,6 +59,7 @@ SECTIONS: dict[str, Callable[[Config], Section]] = {
     "idle": firing.idle,
     "exit": exiting.exit_time,
     "pipeline": throughput.pipeline,
+    "bus": bus_records.bus,
 }
 
 

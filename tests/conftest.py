@@ -1,12 +1,14 @@
-"""Shared fixtures: every test must leave no wheeltask thread behind."""
+"""Shared fixtures: every test must leave no wheeltask thread behind; a redis-server."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from redis_server import RedisServer, missing, skip_or_fail
 
 from wheeltask import Scheduler
 from wheeltask._pool import WheeltaskThread
@@ -29,6 +31,28 @@ def no_thread_leaks() -> Iterator[None]:
             t.join(max(0.0, deadline - time.monotonic()))
     leaked = [t for t in _ours() if t not in before and t.is_alive()]
     assert not leaked, f"wheeltask threads left running: {[t.name for t in leaked]}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One ``redis-server`` for the session (skipped, or failed under
+    ``WHEELTASK_REQUIRE_REDIS=1``, when redis-server or redis-py is missing)."""
+    reason = missing()
+    if reason:
+        skip_or_fail(reason)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, its database emptied first."""
+    client: Any = redis_server.client()
+    client.flushdb()
+    client.close()
+    return redis_server.url
 
 
 @pytest.fixture

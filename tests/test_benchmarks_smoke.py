@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
         "## 7.",
         "## 8.",
         "## 9.",
+        "## 10.",
     ):
         assert title in out, title
     results = json.loads((tmp_path / "out.json").read_text())
@@ -63,13 +65,37 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
         "idle",
         "exit",
         "pipeline",
+        "bus",
     }
+    bus = results["sections"]["bus"]["data"]
+    assert bus["rate"]["memory"] > 0
+    if bus["redis_skipped"] is None:  # redis-server and redis-py are here
+        assert bus["rate"]["redis-1"] > 0 and bus["rate"]["redis-3"] > 0
+    else:
+        assert f"Redis rows skipped: {bus['redis_skipped']}." in out
     goals = [g for s in results["sections"].values() for g in s["goals"]]
     assert len(goals) == 12 and all(isinstance(g["met"], bool) for g in goals)
     assert results["sections"]["lateness"]["data"]["early"]["wheeltask"] == 0
     if plot:
         for chart in ("cost_per_timer.png", "lateness.png"):
             assert (tmp_path / "charts" / chart).stat().st_size > 1000
+
+
+def test_bench_bus_section_without_redis_server_notes_it_and_runs_the_memory_row() -> None:
+    path = str(Path(sys.executable).parent)  # python, but no redis-server
+    proc = subprocess.run(
+        [sys.executable, "-m", "wheeltask", "bench", "--smoke", "--only", "bus"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PATH": path},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| memory://, a Launcher in this process (4 slots) | 100 |" in proc.stdout
+    assert "redis://, 1 worker process" not in proc.stdout
+    assert "Redis rows skipped: redis-server is not on PATH" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,12 +81,20 @@ def test_from_json_rejects_bad_records_with_a_clear_error(data: bytes, message: 
 
 
 # -------------------------------------------------------------- the contract
-@pytest.fixture(params=["memory", "file"])
-def bus(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bus]:
-    if request.param == "memory":
-        yield connect("memory://")
-    else:
-        yield connect(f"file://{tmp_path / 'spool'}")
+def _connect(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, redis_options: str = ""
+) -> Bus:
+    """memory:// and redis:// are endless; file:// consumers end at the end of the file."""
+    if backend == "memory":
+        return connect("memory://")
+    if backend == "redis":  # the session's redis-server (skipped when there is none)
+        return connect(request.getfixturevalue("redis_url") + redis_options)
+    return connect(f"file://{tmp_path / 'spool'}")
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def bus(request: pytest.FixtureRequest, tmp_path: Path) -> Bus:
+    return _connect(request.param, request, tmp_path)
 
 
 def _topic() -> str:
@@ -100,13 +108,17 @@ def test_messages_wait_for_a_consumer_created_later(bus: Bus) -> None:
         producer.send(topic, f"m{i}".encode())
     producer.stop()
     consumer = bus.consumer(topic)
-    got = [consumer.msg(timeout=1) for _ in range(3)]
+    got, refs = [], []
+    for _ in range(3):
+        got.append(consumer.msg(timeout=1))
+        refs.append(consumer.last_ref)
     assert got == [(b"m0", False), (b"m1", False), (b"m2", False)]
-    assert consumer.last_ref is not None
-    consumer.ack()  # a no-op on these backends
+    assert None not in refs
+    consumer.ack(refs[0])  # a no-op on memory://, file:// and stdio://
+    consumer.ack(refs[1])
     consumer.stop()
     assert consumer.msg() == (None, True)  # at once, never blocking
-    consumer.ack()  # still valid after stop()
+    consumer.ack()  # still valid after stop(): the last one returned
 
 
 def test_stop_is_safe_many_times_before_any_request_and_while_others_wait(bus: Bus) -> None:
@@ -144,7 +156,10 @@ def test_records_round_trip_through_the_bus(bus: Bus) -> None:
     for r in records:
         producer.send(topic, r.to_json().encode())
     consumer = bus.consumer(topic)
-    back = [TaskRecord.from_json(consumer.msg(timeout=1)[0] or b"") for _ in records]
+    back = []
+    for _ in records:
+        back.append(TaskRecord.from_json(consumer.msg(timeout=1)[0] or b""))
+        consumer.ack()
     consumer.stop()
     assert back == records
 
@@ -206,11 +221,13 @@ def _work(record: TaskRecord) -> str | None:
     return f"did {n}" if n % 2 else None
 
 
-@pytest.mark.parametrize("backend", ["memory", "file"])
+@pytest.mark.parametrize("backend", ["memory", "file", "redis"])
 def test_a_thousand_records_through_four_slots_each_published_once(
-    backend: str, tmp_path: Path
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = connect("memory://") if backend == "memory" else connect(f"file://{tmp_path}")
+    caplog.set_level(logging.WARNING, logger="wheeltask")
+    # redis: the keeper refreshes the messages in progress every 0.1 s while acks land.
+    bus = _connect(backend, request, tmp_path, "?claim_idle=0.3")
     topic, done_topic = _topic(), _topic()
     producer = bus.producer()
     for i in range(1000):
@@ -235,9 +252,16 @@ def test_a_thousand_records_through_four_slots_each_published_once(
         if data is None:
             break
         records.append(TaskRecord.from_json(data))
+        consumer.ack()
     consumer.stop()
     by_id = {r.id: r for r in records}
     assert len(records) == len(by_id) == 1002  # each exactly once
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == []
+    if backend == "redis":  # every message acknowledged (and deleted): none pending
+        client = request.getfixturevalue("redis_server").client()
+        assert client.xpending(f"wheeltask:{topic}", "wheeltask")["pending"] == 0
+        assert client.xlen(f"wheeltask:{topic}") == 0
+        client.close()
     for i in range(1000):
         r = by_id[f"r{i}"]
         assert r.started is not None and r.ended is not None

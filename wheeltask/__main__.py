@@ -222,7 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = sub.add_parser(
         "worker", help="run task records from a bus (a Launcher) until stopped or done"
     )
-    worker.add_argument("--bus", default="memory://", help="bus URL (memory://, file:///dir)")
+    worker.add_argument(
+        "--bus",
+        default="memory://",
+        help="bus URL: memory:// (default), file:///dir, stdio://, "
+        "redis://user:password@host:port/db?claim_idle=30 or rediss:// (TLS)",
+    )
     worker.add_argument("--topic", required=True, help="topic to consume")
     worker.add_argument("--done-topic", required=True, help="topic for finished records")
     worker.add_argument("--module", required=True, help="module with the workers (pkg.mod)")
@@ -266,7 +271,8 @@ def _load_workers(module_name: str) -> dict[str, Callable[..., object]]:
 def _worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``python -m wheeltask worker``: a Launcher as a process, stopped cleanly by
     SIGTERM or SIGINT, or when a finite topic is done. Exit 0 when every record was
-    published with its outcome, 1 when some work was abandoned, 2 for bad arguments."""
+    published with its outcome, 1 when some work was abandoned or the bus cannot be
+    reached, 2 for bad arguments (a missing extra too)."""
     from wheeltask import bus  # noqa: PLC0415 - only this command needs it
 
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -291,9 +297,13 @@ def _worker(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             lifetime=args.lifetime,
             grace=args.grace,
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ImportError) as exc:
         scheduler.shutdown(wait=False)
         parser.error(str(exc))
+    except ConnectionError as exc:  # an unreachable bus: not a usage error, no traceback
+        scheduler.shutdown(wait=False)
+        print(f"worker: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,16 +1,19 @@
-"""Task records on a bus (pcelvng/task's bus, in Python): the first part of issue 7.
+"""Task records on a bus (pcelvng/task's bus and launcher, in Python): issue 7.
 
     from wheeltask.bus import TaskRecord, connect
 
-    bus = connect("memory://")                  # or "file:///var/spool/tasks"
+    bus = connect("memory://")                  # or "file:///var/spool/tasks", "redis://h:6379/0"
     bus.producer().send("jobs", TaskRecord("resize", "s3://a.png").to_json().encode())
     consumer = bus.consumer("jobs")
     data, done = consumer.msg(timeout=1.0)      # one message per request, nothing prefetched
     record = TaskRecord.from_json(data)
+    consumer.ack()                              # when its work is done
 
 Records are JSON: nothing read from a bus is ever unpickled or evaluated. This module has
-the record, the bus contract and the ``memory://`` and ``file://`` backends; Redis
-Streams, ``stdio://`` and the launcher are still to come.
+the record, the bus contract, the ``memory://``, ``file://`` and ``stdio://`` backends and
+the ``Launcher``; the ``redis://`` / ``rediss://`` backend (Redis Streams and consumer
+groups, several processes and machines) is in ``_redis_bus``, imported only when a Redis
+URL is given (it needs redis-py: ``pip install 'wheeltask[redis]'``).
 """
 
 from __future__ import annotations
@@ -204,9 +207,25 @@ class Bus(Protocol):
 
 
 def connect(url: str = "memory://") -> Bus:
-    """A bus from a URL: ``memory://`` (shared by the whole process) or
-    ``file:///path/dir`` (a JSON-lines file per topic). Raises ValueError for an
-    unknown scheme."""
+    """A bus from a URL.
+
+    - ``memory://``: topics shared by the whole process.
+    - ``file:///path/dir``: a JSON-lines file per topic (finite consumers).
+    - ``stdio://``: lines of stdin in, lines of stdout out.
+    - ``redis://[[user]:password@]host[:port][/db][?option=value&...]``, or
+      ``rediss://`` for TLS: Redis Streams with consumer groups (redis-py, the
+      ``redis`` extra). Options: ``claim_idle`` (seconds, 30), ``group``
+      (``wheeltask``), ``prefix`` (``wheeltask:``), ``connect_timeout`` (5),
+      ``reconnect_timeout`` (30), ``delete_acked`` (1), and for TLS ``ssl_ca_certs``,
+      ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (required|optional|none).
+      The server is reached once here.
+
+    Raises:
+        ValueError: an unknown scheme, or a malformed URL or option (named).
+        ImportError: ``redis://`` without redis-py installed.
+        ConnectionError: Redis cannot be reached (within ``connect_timeout``) or
+            refuses the login; the message shows the URL with its password masked.
+    """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, got {url!r}")
     parts = urlsplit(url)
@@ -218,9 +237,20 @@ def connect(url: str = "memory://") -> Bus:
         if not parts.path:
             raise ValueError(f"a file:// bus needs a directory: file:///path/dir, got {url!r}")
         return _FileBus(Path(parts.path))
+    if parts.scheme in ("redis", "rediss"):
+        try:
+            from . import _redis_bus  # noqa: PLC0415 - redis-py is an optional extra
+        except ModuleNotFoundError as exc:
+            if exc.name != "redis" and not (exc.name or "").startswith("redis."):
+                raise
+            raise ImportError(
+                f"a {parts.scheme}:// bus needs redis-py: pip install 'wheeltask[redis]'"
+            ) from None
+        return _redis_bus.connect(url)
+    shown = url if parts.password is None else url.replace(f":{parts.password}@", ":***@", 1)
     raise ValueError(
-        f"unknown bus URL scheme {parts.scheme!r} in {url!r}: use memory://, stdio:// "
-        "or file:///dir"
+        f"unknown bus URL scheme {parts.scheme!r} in {shown!r}: use memory://, stdio://, "
+        "file:///dir, redis://host:port/db or rediss://"
     )
 
 
