@@ -168,8 +168,9 @@ def test_cancel_of_an_interval_coroutine_cuts_the_run_and_stops_the_task(
 
 
 def test_cancel_of_a_waiting_coroutine_closes_it_without_a_warning() -> None:
-    with Scheduler(max_workers=1, max_async=1, loop="asyncio") as s:
-        gate = threading.Event()
+    s = Scheduler(max_workers=1, max_async=1, loop="asyncio")
+    gate = threading.Event()
+    try:
 
         async def hold() -> None:
             while not gate.is_set():
@@ -185,14 +186,18 @@ def test_cancel_of_a_waiting_coroutine_closes_it_without_a_warning() -> None:
             waiting = s.post_task(never)
             wait_until(lambda: s.stats().queued == 1)
             assert waiting.cancel() is True
+            # (at once, or as soon as the worker handing it to the loop lets go of it)
+            wait_until(waiting.done)
             assert waiting.state is TaskState.CANCELLED
             queued_coro = s.post_task(never(), delay=10)  # a coroutine object
             assert queued_coro.cancel()
             del queued_coro
             gc.collect()
         assert not [w for w in caught if "never awaited" in str(w.message)]
+    finally:
         gate.set()
-        assert first.wait_for_finished(timeout=5)
+        assert s.shutdown(timeout=5)
+    assert first.state is TaskState.SUCCEEDED
 
 
 def test_a_timeout_cancels_the_coroutine_at_its_deadline(sched: Scheduler) -> None:

@@ -364,6 +364,11 @@ class TaskHandle:
         is an interval task: a run in progress completes, later ones never start), or if
         it was already cancelled; False if a one-shot run has started or finished. A
         pending task is removed from the wheel in O(1) and its callback released.
+
+        A coroutine task (``async def``) that is running is cancelled too, unlike a
+        thread: True is returned and the task ends CANCELLED once its coroutine returns
+        (whatever it does with the ``CancelledError``), the run counted in neither
+        ``runs`` nor ``failed``.
         """
         return self._sched._cancel(self, "cancelled by cancel()")
 

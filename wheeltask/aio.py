@@ -332,6 +332,15 @@ class _LoopCore(Scheduler):
     def _closed_progress_locked(self) -> None:
         super()._closed_progress_locked()
         event = self._idle_event
+        if (
+            self._timer_handle is not None
+            and not len(self._wheel)
+            and threading.get_ident() == self._tid
+            and self._is_idle_locked(0)
+        ):
+            self._timer_handle.cancel()  # shut down with nothing left: no more wake-ups
+            self._timer_handle = None
+            self._wake_tick = _INF
         if event is not None and self._is_idle_locked(0):
             if threading.get_ident() == self._tid:
                 event.set()
