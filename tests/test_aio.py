@@ -356,8 +356,14 @@ def test_advance_async_runs_what_is_due_in_virtual_time(run: Run) -> None:
         a = s.post_task(job, "a", delay=2.5)
         b = s.post_task(job, "b", interval=1)
         p = s.post_task(lambda: seen.append(("plain", clock.now())), delay=1.5)
-        with pytest.raises(RuntimeError, match="advance_async"):
-            clock.advance(1)
+        for sync_call in (
+            lambda: clock.advance(1),
+            lambda: clock.advance_to(1),
+            clock.run_until_idle,
+        ):
+            with pytest.raises(RuntimeError, match="advance_async"):
+                sync_call()
+        assert clock.now() == 0
         await clock.advance_async(3)
         assert clock.now() == 3
         assert a.result() == "a" and b.runs == 3 and p.done()

@@ -166,8 +166,9 @@ class VirtualClock:
     def _refuse_async(self, what: str) -> None:
         if any(getattr(s, "_async_core", False) for s in list(self._schedulers)):
             raise RuntimeError(
-                f"VirtualClock.{what}() with an AsyncScheduler attached: use "
-                f"'await clock.{what}_async(...)', which also awaits its coroutine tasks"
+                f"VirtualClock.{what}() with an AsyncScheduler attached: use 'await "
+                "clock.advance_async(seconds)' or 'await clock.advance_to_async(t)', which "
+                "also await its coroutine tasks"
             )
 
     def run_until_idle(self, max_time: float | None = None) -> None:
