@@ -224,8 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     worker.add_argument(
         "--bus",
-        default="memory://",
-        help="bus URL: memory:// (default), file:///dir, stdio://, "
+        default=os.environ.get("WHEELTASK_BUS", "memory://"),
+        help="bus URL (default: $WHEELTASK_BUS, else memory://; put a URL with a password "
+        "there rather than on the command line, which other users can see): file:///dir, "
+        "stdio://, "
         "redis://user:password@host:port/db?claim_idle=30 or rediss:// (TLS)",
     )
     worker.add_argument("--topic", required=True, help="topic to consume")
