@@ -531,3 +531,61 @@ def test_parity_for_coroutine_tasks(run: Run) -> None:
         return got
 
     assert run(main) == want
+
+
+def test_shutdown_from_one_of_its_own_coroutine_tasks_does_not_wait_for_itself(
+    run: Run,
+) -> None:
+    async def main() -> None:
+        s = AsyncScheduler()
+        got: list[bool] = []
+
+        async def other() -> str:
+            await asyncio.sleep(0.02)
+            return "other"
+
+        async def stopper() -> str:
+            got.append(await s.shutdown(timeout=5))
+            return "stopper"
+
+        o = s.post_task(other)
+        h = s.post_task(stopper)
+        assert await asyncio.wait_for(h, 5) == "stopper"
+        assert got == [True] and await o == "other"  # it waited for the other one only
+
+    run(main)
+
+
+def test_shutdown_on_a_virtual_clock_moves_it_to_run_what_is_left(run: Run) -> None:
+    async def main() -> None:
+        clock = VirtualClock()
+        async with AsyncScheduler(clock=clock) as s:
+
+            async def job() -> str:
+                return "ran"
+
+            h = s.post_task(job, delay=30)
+            far = s.post_task(job, delay=600)
+        assert h.result() == "ran" and far.result() == "ran"
+        assert clock.now() == 600
+        s2 = AsyncScheduler(clock=clock)
+        late = s2.post_task(job, delay=100)
+        assert await s2.shutdown(timeout=10) is False  # 10 virtual seconds were not enough
+        assert late.cancelled() and clock.now() == 610
+
+    run(main)
+
+
+def test_an_async_scheduler_belongs_to_its_loop() -> None:
+    async def first() -> AsyncScheduler:
+        s = AsyncScheduler()
+        await s.post_task(lambda: None, inline=True)
+        return s
+
+    s = asyncio.run(first())
+
+    async def second() -> None:
+        with pytest.raises(wheeltask.SchedulerShutdown, match="loop is closed"):
+            s.post_task(lambda: None)
+
+    asyncio.run(second())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -305,3 +307,53 @@ def test_manual_scheduler_runs_coroutines_inline_in_virtual_time() -> None:
     assert [t for t, _ in seen] == ["i", "a", "i"] or [t for t, _ in seen] == ["i", "i", "a"]
     assert all(now >= 1 for _, now in seen)
     s.shutdown(cancel_pending=True)
+
+
+def test_cancel_during_a_retry_that_follows_a_slow_hook_cuts_the_new_attempt(
+    sched: Scheduler,
+) -> None:
+    """The next attempt may be handed to the loop before the last one has left it."""
+    calls = [0]
+    second = threading.Event()
+
+    async def flaky() -> str:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise wheeltask.Retry(delay=0)
+        second.set()
+        await asyncio.sleep(60)
+        return "ok"
+
+    def slow_hook(h: object, exc: BaseException, delay: float) -> None:
+        time.sleep(0.05)  # the retry is due meanwhile
+
+    h = sched.post_task(flaky, retries=2, on_retry=slow_hook)
+    assert second.wait(5)
+    assert h.cancel() is True
+    with pytest.raises(TaskCancelled):
+        h.wait_for_finished(timeout=5)
+    assert h.state is TaskState.CANCELLED
+    assert sched._runner is not None
+    wait_until(lambda: not sched._runner.tasks and sched.stats().running == 0)  # type: ignore[union-attr]
+
+
+def test_shutdown_from_inside_a_coroutine_task_does_not_wait_for_the_loop() -> None:
+    s = Scheduler(max_workers=1, loop="asyncio", name="inside")
+    result: list[bool] = []
+
+    async def stopper() -> None:
+        result.append(s.shutdown(timeout=5))
+
+    h = s.post_task(stopper)
+    assert h.wait_for_finished(timeout=5)
+    assert result == [False]  # it could not wait for itself: not everything was done
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == "inside-asyncio"])
+
+
+def test_a_uvloop_that_cannot_be_imported_counts_as_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
+    assert not wheeltask._coro.uvloop_available()
+    with pytest.raises(RuntimeError, match="uvloop"):
+        Scheduler(loop="uvloop")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
-import importlib.util
 import inspect
 import logging
 import threading
@@ -46,7 +46,12 @@ current: contextvars.ContextVar[TaskHandle | None] = contextvars.ContextVar(
 
 
 def uvloop_available() -> bool:
-    return importlib.util.find_spec("uvloop") is not None
+    """uvloop can be imported (found is not enough: a broken install counts as missing)."""
+    try:
+        import uvloop  # noqa: F401, PLC0415 - optional
+    except ImportError:
+        return False
+    return True
 
 
 def check_loop(loop: object) -> str:
@@ -90,6 +95,17 @@ def close_unstarted(aw: object) -> None:
         aw.close()
 
 
+@dataclasses.dataclass(eq=False)
+class Attempt:
+    """One hand-over of a task to the loop (a retry is another one)."""
+
+    aw: Awaitable[Any] | None  # what to await; None: call the coroutine function
+    started: bool  # the attempt began on a worker already
+    fresh: bool  # not started yet: a cancel() ends it at once
+    task: asyncio.Task[None] | None = None  # made on the loop
+    cut: str | None = None  # cancelled while running: why
+
+
 class CoroRunner:
     """Runs a scheduler's coroutine tasks on one loop (see the module docstring)."""
 
@@ -109,10 +125,8 @@ class CoroRunner:
         self._sem = asyncio.Semaphore(max_async)  # bound to the loop at first use
         self.waiting = 0  # handed over, not started yet: they count as queued
         self.running = 0
-        # Every task handed over and not ended -> its asyncio.Task (None until made).
-        self.tasks: dict[TaskHandle, asyncio.Task[None] | None] = {}
-        self.fresh: set[TaskHandle] = set()  # handed over before their run started
-        self.cut: dict[TaskHandle, str] = {}  # cancelled while running: why
+        # Every task handed over and not ended -> its current attempt.
+        self.tasks: dict[TaskHandle, Attempt] = {}
         self.thread: threading.Thread | None = None
         self._tid = threading.get_ident()  # "attached": made on the loop's thread
         self._stopped = False
@@ -148,6 +162,15 @@ class CoroRunner:
     def stopped(self) -> bool:
         return self._stopped
 
+    def on_loop_thread(self) -> bool:
+        if self.mode == "thread":
+            return threading.current_thread() is self.thread
+        return self.mode == "attached" and threading.get_ident() == self._tid
+
+    def fresh(self) -> list[TaskHandle]:
+        """The tasks handed over that have not started (lock held)."""
+        return [h for h, a in self.tasks.items() if a.fresh]
+
     def _call(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` on the loop's thread, soon."""
         if self.mode == "inline":
@@ -159,19 +182,18 @@ class CoroRunner:
             logger.warning("wheeltask: the event loop is closed; %r not delivered", fn)
 
     # -------------------------------------------------------- handing over
-    def hand_over_locked(self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool) -> None:
+    def hand_over_locked(self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool) -> Attempt:
         """Count a task as the runner's (lock held): ``aw`` is what to await (None: call
         the task's coroutine function when it starts); ``started``: its run began on
         a worker already (a callable that returned an awaitable)."""
         self.waiting += 1
-        self.tasks[h] = None
-        if not started:
-            self.fresh.add(h)
+        attempt = self.tasks[h] = Attempt(aw, started, not started)
+        return attempt
 
-    def submit(self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool) -> None:
+    def submit(self, h: TaskHandle, attempt: Attempt) -> None:
         """After :meth:`hand_over_locked`, lock released: run it on the loop."""
         if self.mode == "inline":
-            drive = self._drive(h, aw, started)
+            drive = self._drive(h, attempt)
             try:
                 self.loop.run_until_complete(drive)
             except RuntimeError as exc:  # another loop runs on this thread
@@ -180,70 +202,69 @@ class CoroRunner:
                 drive.close()
                 with self._sched._lock:
                     self.waiting -= 1
-                    self.tasks.pop(h, None)
-                    self.fresh.discard(h)
-                if not started:
-                    close_unstarted(aw)
+                    if self.tasks.get(h) is attempt:
+                        del self.tasks[h]
+                if not attempt.started:
+                    close_unstarted(attempt.aw)
                 self._sched._coro_refused(h, exc)
             return
         if self.mode == "attached" and threading.get_ident() == self._tid:
-            self._begin(h, aw, started)
+            self._begin(h, attempt)
             return
-        self._call(self._begin, h, aw, started)
+        self._call(self._begin, h, attempt)
 
-    def _begin(self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool) -> None:
-        task = self.loop.create_task(self._drive(h, aw, started))
-        with self._sched._lock:
-            if h in self.tasks:
-                self.tasks[h] = task
-        task.add_done_callback(functools.partial(self._task_done, h, aw, started))
+    def _begin(self, h: TaskHandle, attempt: Attempt) -> None:
+        task = self.loop.create_task(self._drive(h, attempt))
+        attempt.task = task
+        task.add_done_callback(functools.partial(self._task_done, h, attempt))
 
-    def _task_done(
-        self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool, task: asyncio.Task[None]
-    ) -> None:
+    def _task_done(self, h: TaskHandle, attempt: Attempt, task: asyncio.Task[None]) -> None:
         """A task cancelled before its first step never ran ``_drive`` (the
         CancelledError comes in before its first line): count it out here."""
+        if not task.cancelled() or attempt.aw is _DRIVEN:
+            return  # _drive ran (the usual case)
         with self._sched._lock:
-            if self.tasks.get(h) is not task:
-                return  # _drive ended it (the usual case)
             self.waiting -= 1
-            self.fresh.discard(h)
-        if not started:
-            close_unstarted(aw)
-        self._ended(h)
+            attempt.fresh = False
+        if not attempt.started:
+            close_unstarted(attempt.aw)
+        self._sched._coro_ended(h, attempt)
 
     def cancel_locked(self, h: TaskHandle, reason: str) -> list[Any] | None:
         """``cancel()`` of a task the runner holds (lock held). One that has not
         started ends CANCELLED now (the token to notify is returned); a running one is
         cancelled on the loop and ends CANCELLED when its coroutine returns (None)."""
-        sched = self._sched
-        if h in self.fresh:
-            self.fresh.discard(h)
-            token = sched._finish_cancelled_locked(h, reason)
-            self._call(self._cancel_task, h)  # out of the semaphore's queue
+        attempt = self.tasks[h]
+        if attempt.fresh:
+            attempt.fresh = False
+            token = self._sched._finish_cancelled_locked(h, reason)
+            self._call(self._cancel_task, attempt)  # out of the semaphore's queue
             return token
-        if h not in self.cut:
-            self.cut[h] = reason
+        if attempt.cut is None:
+            attempt.cut = reason
             extra = h._extra
             if extra is not None and extra.interval is not None:
                 if extra.stop is None:
                     extra.stop = reason
                 extra.pause_pending = False
-            self._call(self._cancel_task, h)
+            self._call(self._cancel_task, attempt)
         return None
 
     def cancel_run_locked(self, h: TaskHandle) -> None:
         """Cancel the coroutine of a run that has timed out (lock held)."""
-        if h in self.tasks:
-            self._call(self._cancel_task, h)
+        attempt = self.tasks.get(h)
+        if attempt is not None:
+            self._call(self._cancel_task, attempt)
 
-    def _cancel_task(self, h: TaskHandle) -> None:
-        task = self.tasks.get(h)
+    def _cancel_task(self, attempt: Attempt) -> None:
+        task = attempt.task
         if task is not None and task is not asyncio.current_task(self.loop):
             task.cancel()
 
     # ------------------------------------------------------------- a run
-    async def _drive(self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool) -> None:
+    async def _drive(self, h: TaskHandle, attempt: Attempt) -> None:
+        aw, started = attempt.aw, attempt.started
+        attempt.aw = _DRIVEN  # (for _task_done) and no reference kept
         sched = self._sched
         acquired = False
         try:
@@ -253,9 +274,8 @@ class CoroRunner:
             pass  # cancelled while waiting for a place
         with sched._lock:
             self.waiting -= 1
-            fresh = h in self.fresh
-            self.fresh.discard(h)
-            go = acquired and (started or fresh)
+            go = acquired and (started or attempt.fresh)
+            attempt.fresh = False
             if go:
                 self.running += 1
         if not go:
@@ -263,27 +283,23 @@ class CoroRunner:
                 self._sem.release()
             if not started:
                 close_unstarted(aw)
-            self._ended(h)
+            sched._coro_ended(h, attempt)
             return
         current.set(h)
         try:
-            await sched._coro_run(h, aw, started)
+            await sched._coro_run(h, aw, started, attempt)
         finally:
             self._sem.release()
             with sched._lock:
                 self.running -= 1
-            self._ended(h)
-
-    def _ended(self, h: TaskHandle) -> None:
-        self._sched._coro_ended(h)
-
-    def take_cut_locked(self, h: TaskHandle) -> str | None:
-        """The reason a running task was cancelled, if it was (lock held)."""
-        return self.cut.get(h)
+            sched._coro_ended(h, attempt)
 
     def active(self) -> list[asyncio.Task[None]]:
-        """The asyncio tasks of runs in progress or waiting (for virtual time)."""
-        return [t for t in list(self.tasks.values()) if t is not None]
+        """The asyncio tasks of the attempts under way (for virtual time)."""
+        return [a.task for a in list(self.tasks.values()) if a.task is not None]
+
+
+_DRIVEN: Final[Any] = object()  # Attempt.aw once _drive has taken it
 
 
 class CoroutineCall:

@@ -20,6 +20,7 @@ from typing import Any, Final, cast, final
 
 from ._clock import Clock, MonotonicClock, VirtualClock, is_number, real_monotonic
 from ._coro import (
+    Attempt,
     CoroRunner,
     check_loop,
     close_unstarted,
@@ -1022,6 +1023,8 @@ class Scheduler:
         to (see ``TaskHandle._run``; no lock held, the handle claimed)."""
         extra = h._extra
         if extra is not None and extra.expires is not None and self._expired_now(h, extra):
+            if self._early_cancels:
+                self._early_cancels.pop(h, None)
             self._run_ended(h, finished)
             return
         cb: Callable[..., object] = h._cb  # type: ignore[assignment]  # claimed: callable
@@ -1090,22 +1093,33 @@ class Scheduler:
         thread is free at once. ``aw``: what to await (None: call the coroutine
         function there); ``started``: the attempt began here already."""
         token = None
+        failure: Exception | None = None
         runner = self._runner
         with self._lock:
             reason = self._early_cancels.pop(h, None) if self._early_cancels else None
             if reason is not None:  # cancel() came while the worker had it
                 token = self._finish_cancelled_locked(h, reason)
             else:
-                runner = self._runner
                 if runner is None or runner.stopped:
                     mode = "inline" if self._manual else "thread"
                     o = self._options
-                    runner = self._runner = CoroRunner(
-                        self, mode, o["max_async"], loop_kind=o["loop"]
-                    )
-                if not started:
-                    h._state = QUEUED  # waiting for the loop (and max_async): not started
-                runner.hand_over_locked(h, aw, started)
+                    try:
+                        runner = self._runner = CoroRunner(
+                            self, mode, o["max_async"], loop_kind=o["loop"]
+                        )
+                    except Exception as exc:  # noqa: BLE001 - no loop, or no thread for it
+                        failure = exc
+                if failure is None:
+                    assert runner is not None
+                    if not started:
+                        h._state = QUEUED  # waiting for the loop (and max_async)
+                    attempt = runner.hand_over_locked(h, aw, started)
+        if failure is not None:  # the run fails with the reason
+            if not started:
+                close_unstarted(aw)
+            self._failed(h, failure)
+            self._run_ended(h, finished)
+            return
         if token is not None:
             if not started:
                 close_unstarted(aw)
@@ -1120,13 +1134,15 @@ class Scheduler:
             return
         assert runner is not None
         if runner.mode == "inline":
-            runner.submit(h, aw, started)  # run to its end, here
+            runner.submit(h, attempt)  # run to its end, here
             next(finished)
         else:
             next(finished)  # the worker's part is over; the loop's counts hold it now
-            runner.submit(h, aw, started)
+            runner.submit(h, attempt)
 
-    async def _coro_run(self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool) -> None:
+    async def _coro_run(
+        self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool, attempt: Attempt
+    ) -> None:
         """A coroutine task's attempt, on the loop, inside its place of ``max_async``."""
         extra = h._extra
         timeout = None if extra is None else extra.timeout
@@ -1144,26 +1160,25 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 - the run's outcome, reported below
             error = exc
             del exc
-        runner = self._runner
-        assert runner is not None
         with self._lock:
-            cut = runner.take_cut_locked(h)
+            cut = attempt.cut
             if cut is not None and extra is not None:
                 self._disarm_timeout_locked(extra)
         if cut is None:  # else cancelled: the outcome is dropped (it ends CANCELLED)
             self._run_outcome(h, timeout, value, error)
         del value, error
 
-    def _coro_ended(self, h: TaskHandle) -> None:
-        """A coroutine task left the loop (lock not held). A run cancelled while it
-        ran ends CANCELLED now, whatever its coroutine did; then waiters and a waiting
-        shutdown() hear of the end."""
+    def _coro_ended(self, h: TaskHandle, attempt: Attempt) -> None:
+        """An attempt of a coroutine task left the loop (lock not held). A run
+        cancelled while it ran ends CANCELLED now, whatever its coroutine did; then
+        waiters and a waiting shutdown() hear of the end."""
         runner = self._runner
         assert runner is not None
         token = None
         with self._lock:
-            del runner.tasks[h]
-            reason = runner.cut.pop(h, None)
+            if runner.tasks.get(h) is attempt:  # (a retry may have handed over again)
+                del runner.tasks[h]
+            reason = attempt.cut
             if reason is not None and h._state < SUCCEEDED:
                 token = self._finish_cancelled_locked(h, reason)
         if token is not None:
@@ -1612,13 +1627,15 @@ class Scheduler:
         if runner is not None and not runner.tasks:
             runner.stop_locked()
 
-    def _cut_coroutines_locked(self, reason: str) -> None:
+    def _cut_coroutines_locked(self, reason: str, spare: object = None) -> None:
         """Cancel the coroutine tasks still running (a shutdown that gave up on them):
-        each ends CANCELLED once its coroutine returns."""
+        each ends CANCELLED once its coroutine returns. ``spare``: the asyncio task
+        that called the shutdown."""
         runner = self._runner
         if runner is not None:
-            for h in list(runner.tasks):
-                runner.cancel_locked(h, reason)
+            for h, attempt in list(runner.tasks.items()):
+                if spare is None or attempt.task is not spare:
+                    runner.cancel_locked(h, reason)
 
     def _timer_needed_locked(self) -> bool:
         """Something is on the wheel, or a queued task may yet arm a timeout (queued
@@ -1827,6 +1844,9 @@ class Scheduler:
         self._notify_all(tokens)
         if self._manual:
             return self._shutdown_manual(wait, timeout)
+        runner = self._runner
+        if runner is not None and runner.on_loop_thread():
+            wait = False  # a coroutine task: waiting would stop the loop it waits for
         if not wait:
             with self._lock:
                 idle = self._is_idle_locked(0)
@@ -1903,7 +1923,7 @@ class Scheduler:
             alive.append(timer)
         return alive
 
-    def _is_idle_locked(self, own: int) -> bool:
+    def _is_idle_locked(self, own: int, own_coro: int = 0) -> bool:
         # A run's timeout does not make the scheduler busy: the run itself does (and
         # a task inside shutdown() does not wait for its own timeout). Nor do queued
         # _Later items: they run before the workers stop (and a task inside shutdown()
@@ -1914,7 +1934,7 @@ class Scheduler:
             len(self._wheel) == self._armed_timeouts
             and pool.queued == self._later_queued
             and pool.running <= own
-            and (runner is None or not runner.tasks)
+            and (runner is None or len(runner.tasks) <= own_coro)
         )
 
     def _cancel_all_locked(self, reason: str) -> list[tuple[Any, list[Any] | None]]:
@@ -2076,7 +2096,7 @@ class Scheduler:
             paused = len(self._paused)
             queued = _snapshot(pool._claims)
             if self._runner is not None:  # waiting for the loop, or for max_async
-                queued += tuple(self._runner.fresh)
+                queued += tuple(self._runner.fresh())
         by_priority: dict[int, int] = {}
         n_queued = 0  # tasks only: not the internal items that run a timeout's hooks
         for item in queued:

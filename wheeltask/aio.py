@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import datetime
 import heapq
+import math
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -258,6 +259,8 @@ class _LoopCore(Scheduler):
         self._inline = inline
         self._timer_handle: asyncio.TimerHandle | None = None
         self._idle_event: asyncio.Event | None = None
+        self._own_coro = 0  # 1 while shutdown() runs inside one of its coroutine tasks
+        self._ms_timer = type(loop).__module__.startswith("uvloop")  # ms-granular timers
         super().__init__(max_async=max_async, queue_size=queue_size, **options)
         self._manual = True  # no timer thread; run_due() for a VirtualClock
         self._virtual = isinstance(self._clock, VirtualClock)
@@ -293,6 +296,8 @@ class _LoopCore(Scheduler):
             self._wake_tick = _INF
             return
         delay = max(0.0, (nd * TICK_NS - self._now_ns()) / _NS)
+        if self._ms_timer:  # uvloop rounds to whole ms: round up, not early (and no spin)
+            delay = math.ceil(delay * 1000) / 1000
         self._timer_handle = self._loop.call_later(delay, self._on_timer)
         self._wake_tick = nd
 
@@ -316,7 +321,8 @@ class _LoopCore(Scheduler):
         runnable = bool(pool._items)
         runner = self._runner
         if not runnable and runner is not None:
-            for task in list(runner.tasks.values()):
+            for attempt in list(runner.tasks.values()):
+                task = attempt.task
                 if task is None:  # made on the loop soon
                     runnable = True
                     break
@@ -336,12 +342,12 @@ class _LoopCore(Scheduler):
             self._timer_handle is not None
             and not len(self._wheel)
             and threading.get_ident() == self._tid
-            and self._is_idle_locked(0)
+            and self._is_idle_locked(0, self._own_coro)
         ):
             self._timer_handle.cancel()  # shut down with nothing left: no more wake-ups
             self._timer_handle = None
             self._wake_tick = _INF
-        if event is not None and self._is_idle_locked(0):
+        if event is not None and self._is_idle_locked(0, self._own_coro):
             if threading.get_ident() == self._tid:
                 event.set()
             else:
@@ -410,6 +416,11 @@ class AsyncScheduler:
     def _core_here(self, what: str) -> _LoopCore:
         core = self._core
         if core is not None:
+            if core._loop.is_closed():
+                raise SchedulerShutdown(
+                    f"AsyncScheduler {self.name!r}: its event loop is closed (an "
+                    "AsyncScheduler belongs to the loop it was first used in)"
+                )
             if threading.get_ident() != core._tid:
                 raise RuntimeError(
                     f"AsyncScheduler.{what}() called from a thread other than its event "
@@ -500,38 +511,67 @@ class AsyncScheduler:
             return True
         loop = core._loop
         end = None if timeout is None else loop.time() + timeout
+        me = asyncio.current_task()
+        runner = core._runner
+        own = 0  # called from one of its own coroutine tasks: never waits for itself
+        if me is not None and runner is not None:
+            own = int(any(a.task is me for a in list(runner.tasks.values())))
         with core._lock:
             if core._idle_event is None:
                 core._idle_event = asyncio.Event()
+            core._own_coro = own
             tokens = core._close_locked(cancel_pending)
-            idle = core._is_idle_locked(0)
+            idle = core._is_idle_locked(0, own)
         core._notify_all(tokens)
         if idle or not wait:
             return idle
-        event = core._idle_event
-        while True:
-            with core._lock:
-                if core._is_idle_locked(0):
-                    return True
-                event.clear()
-            remaining = None if end is None else end - loop.time()
-            if remaining is not None and remaining <= 0:
-                break
-            if isinstance(core._clock, VirtualClock):
-                # Nothing moves virtual time here: run what is due now, and wait for
-                # coroutines (a test that wants the rest awaits advance_async first).
-                core.run_due()
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
-                break
+        clock = core._clock
+        if isinstance(clock, VirtualClock):
+            if await self._run_out_virtual_time(clock, timeout):
+                return True
+        else:
+            event = core._idle_event
+            while True:
+                with core._lock:
+                    if core._is_idle_locked(0, own):
+                        return True
+                    event.clear()
+                remaining = None if end is None else end - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(event.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
         reason = "cancelled: shutdown() timed out"
         with core._lock:
             tokens = core._cancel_all_locked(reason)
-            core._cut_coroutines_locked(reason)
+            core._cut_coroutines_locked(reason, spare=me)
         core._notify_all(tokens)
         await asyncio.sleep(0)  # let the cut coroutines take their CancelledError
         return False
+
+    async def _run_out_virtual_time(self, clock: VirtualClock, timeout: float | None) -> bool:
+        """A shutdown on a VirtualClock, as a manual scheduler's: time moves (by at most
+        ``timeout`` virtual seconds) until what is left has run. True if all is done."""
+        core = self._core
+        assert core is not None
+        if clock._busy:  # called from a task that advance_async is running
+            return False
+        end = None if timeout is None else clock.now_ns() + round(timeout * _NS)
+        while True:
+            with core._lock:
+                if core._is_idle_locked(0, core._own_coro):
+                    return True
+            nxt = core._next_due_ns()
+            if nxt is None or (end is not None and nxt > end):
+                break
+            await clock._advance_to_ns_async(max(nxt, clock.now_ns()))
+        if end is not None and end > clock.now_ns():
+            await clock._advance_to_ns_async(end)
+        await clock._settle()
+        with core._lock:
+            return core._is_idle_locked(0, core._own_coro)
 
     async def __aenter__(self) -> AsyncScheduler:
         self._core_here("__aenter__")
