@@ -518,7 +518,7 @@ class TaskHandle:
         nxt = self.next_run
         if nxt is not None:
             parts.append(f"next_run={nxt - self._sched._clock.now():+.3f}s")
-        return f"<TaskHandle {' '.join(parts)}>"
+        return f"<{type(self).__name__} {' '.join(parts)}>"
 
 
 def current_task() -> TaskHandle | None:
