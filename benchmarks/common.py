@@ -43,6 +43,7 @@ class Config:
     work_n: int  # tasks of 50 us of work through the pools
     exit_n: int  # pending tasks when the shutdown is timed
     bus_n: int  # task records through a Launcher (memory and Redis buses)
+    async_batch: int  # timed AsyncScheduler / call_later posts per batch, N pending
 
     def reps_for_size(self, n: int) -> int:
         return self.heavy_reps if n >= 1_000_000 else self.micro_reps
@@ -67,6 +68,7 @@ FULL = Config(
     work_n=20_000,
     exit_n=100_000,
     bus_n=20_000,
+    async_batch=10_000,
 )
 
 QUICK = Config(
@@ -88,6 +90,7 @@ QUICK = Config(
     work_n=2_000,
     exit_n=10_000,
     bus_n=2_000,
+    async_batch=5_000,
 )
 
 SMOKE = Config(
@@ -109,6 +112,7 @@ SMOKE = Config(
     work_n=200,
     exit_n=1_000,
     bus_n=100,
+    async_batch=300,
 )
 
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aio_timers
 import bus_records
 import exiting
 import firing
@@ -60,6 +61,8 @@ SECTIONS: dict[str, Callable[[Config], Section]] = {
     "exit": exiting.exit_time,
     "pipeline": throughput.pipeline,
     "bus": bus_records.bus,
+    "async": aio_timers.post_cost,
+    "async-lateness": aio_timers.lateness,
 }
 
 

@@ -52,6 +52,8 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
         "## 8.",
         "## 9.",
         "## 10.",
+        "## 11.",
+        "## 12.",
     ):
         assert title in out, title
     results = json.loads((tmp_path / "out.json").read_text())
@@ -66,6 +68,8 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
         "exit",
         "pipeline",
         "bus",
+        "async",
+        "async-lateness",
     }
     bus = results["sections"]["bus"]["data"]
     assert bus["rate"]["memory"] > 0
@@ -74,8 +78,10 @@ def test_bench_smoke_mode_prints_every_table_and_writes_json_and_charts(
     else:
         assert f"Redis rows skipped: {bus['redis_skipped']}." in out
     goals = [g for s in results["sections"].values() for g in s["goals"]]
-    assert len(goals) == 12 and all(isinstance(g["met"], bool) for g in goals)
+    assert len(goals) == 18 and all(isinstance(g["met"], bool) for g in goals)
     assert results["sections"]["lateness"]["data"]["early"]["wheeltask"] == 0
+    aio_early = results["sections"]["async-lateness"]["data"]["early"]
+    assert [v for k, v in aio_early.items() if k.startswith("AsyncScheduler@")] in ([0], [0, 0])
     if plot:
         for chart in ("cost_per_timer.png", "lateness.png"):
             assert (tmp_path / "charts" / chart).stat().st_size > 1000

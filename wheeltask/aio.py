@@ -24,7 +24,7 @@ import heapq
 import math
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ._clock import Clock, VirtualClock
 from ._coro import CoroRunner, CoroutineCall, is_coroutine_function
@@ -47,6 +47,7 @@ __all__ = ["AsyncScheduler", "AsyncTaskHandle"]
 
 _NS: Final = 1_000_000_000
 _CACHE_MAX: Final = 4096
+_get_ident: Final = threading.get_ident
 
 
 class AsyncTaskHandle(TaskHandle):
@@ -457,15 +458,19 @@ class AsyncScheduler:
 
         Only from the loop's own thread (see :meth:`post_task_threadsafe`).
         """
-        core = self._core_here("post_task")
+        core = self._core
+        if core is None or _get_ident() != core._tid:  # inlined: this is the hot path
+            core = self._core_here("post_task")
         if inline is not None:
             if not isinstance(inline, bool):
                 raise TypeError(f"inline must be a bool or None, got {inline!r}")
             if callable(cb) and inline != self._inline and not is_coroutine_function(cb):
                 cb = (_Inline if inline else _InExecutor)(cb)
-        h = core.post_task(cb, *args, delay=delay, interval=interval, name=name, **options)
-        assert isinstance(h, AsyncTaskHandle)
-        return h
+        if args or options or interval is not None or name is not None:
+            h = core.post_task(cb, *args, delay=delay, interval=interval, name=name, **options)
+        else:  # the commonest post: a plain call, not a re-packed *args/**options one
+            h = core.post_task(cb, delay=delay)
+        return cast(AsyncTaskHandle, h)  # core._handle_cls is AsyncTaskHandle
 
     def post_task_threadsafe(
         self, cb: Callable[..., object], /, *args: Any, **kwargs: Any
