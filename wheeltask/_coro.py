@@ -15,9 +15,9 @@ Counts (``waiting``, ``running``) and the maps are guarded by the scheduler's lo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
-import dataclasses
 import functools
 import inspect
 import logging
@@ -95,19 +95,50 @@ def close_unstarted(aw: object) -> None:
         aw.close()
 
 
-@dataclasses.dataclass(eq=False)
-class Attempt:
-    """One hand-over of a task to the loop (a retry is another one)."""
+WAITING: Final = 0  # handed over; not started (waiting for the loop or a place)
+RUNNING: Final = 1  # its coroutine is a task of the loop
+DROPPED: Final = 2  # cancelled before it started
 
-    aw: Awaitable[Any] | None  # what to await; None: call the coroutine function
-    started: bool  # the attempt began on a worker already
-    fresh: bool  # not started yet: a cancel() ends it at once
-    task: asyncio.Task[None] | None = None  # made on the loop
-    cut: str | None = None  # cancelled while running: why
+
+class Attempt:
+    """One hand-over of a task to the loop (a retry is another one). Called by its
+    asyncio task when that is done (a done callback)."""
+
+    __slots__ = ("aw", "cut", "h", "queued", "runner", "started", "state", "task")
+
+    def __init__(
+        self, runner: CoroRunner, h: TaskHandle, aw: Awaitable[Any] | None, started: bool
+    ) -> None:
+        self.runner = runner
+        self.h = h
+        self.aw = aw  # what to await; None: call the coroutine function
+        self.started = started  # the attempt began on a worker already
+        self.state = WAITING
+        self.queued = False  # waiting for a place (max_async)
+        self.task: asyncio.Task[Any] | None = None
+        self.cut: str | None = None  # cancelled while running: why
+
+    def __call__(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self.runner._finish(self, None, asyncio.CancelledError())
+            return
+        exc = task.exception()
+        self.runner._finish(self, None if exc is not None else task.result(), exc)
+
+
+async def _await(aw: Awaitable[Any]) -> Any:
+    """An awaitable that is not a coroutine (a future, an object with ``__await__``),
+    as a coroutine for ``create_task``."""
+    return await aw
 
 
 class CoroRunner:
-    """Runs a scheduler's coroutine tasks on one loop (see the module docstring)."""
+    """Runs a scheduler's coroutine tasks on one loop (see the module docstring).
+
+    A coroutine task's coroutine is itself the loop's task (nothing wraps it): its
+    attempt starts when a place is free (``max_async``), and the task's done callback
+    records the outcome, frees the place and starts the next attempt waiting for one.
+    """
 
     def __init__(
         self,
@@ -122,11 +153,12 @@ class CoroRunner:
         self.loop: asyncio.AbstractEventLoop = (
             loop if loop is not None else new_event_loop(loop_kind)
         )
-        self._sem = asyncio.Semaphore(max_async)  # bound to the loop at first use
+        self._max = max_async
         self.waiting = 0  # handed over, not started yet: they count as queued
         self.running = 0
         # Every task handed over and not ended -> its current attempt.
         self.tasks: dict[TaskHandle, Attempt] = {}
+        self._queue: collections.deque[Attempt] = collections.deque()  # for a place
         self.thread: threading.Thread | None = None
         self._tid = threading.get_ident()  # "attached": made on the loop's thread
         self._stopped = False
@@ -168,12 +200,14 @@ class CoroRunner:
         return self.mode == "attached" and threading.get_ident() == self._tid
 
     def fresh(self) -> list[TaskHandle]:
-        """The tasks handed over that have not started (lock held)."""
-        return [h for h, a in self.tasks.items() if a.fresh]
+        """The tasks handed over whose run has not started (lock held)."""
+        return [h for h, a in self.tasks.items() if a.state == WAITING and not a.started]
 
     def _call(self, fn: Callable[..., object], *args: Any) -> None:
-        """Call ``fn(*args)`` on the loop's thread, soon."""
-        if self.mode == "inline":
+        """Call ``fn(*args)`` on the loop's thread: now if this is it, else soon."""
+        if self.mode == "inline" or (
+            self.mode == "attached" and threading.get_ident() == self._tid
+        ):
             fn(*args)
             return
         try:
@@ -187,58 +221,133 @@ class CoroRunner:
         the task's coroutine function when it starts); ``started``: its run began on
         a worker already (a callable that returned an awaitable)."""
         self.waiting += 1
-        attempt = self.tasks[h] = Attempt(aw, started, not started)
+        attempt = self.tasks[h] = Attempt(self, h, aw, started)
         return attempt
 
-    def submit(self, h: TaskHandle, attempt: Attempt) -> None:
-        """After :meth:`hand_over_locked`, lock released: run it on the loop."""
-        if self.mode == "inline":
-            drive = self._drive(h, attempt)
-            try:
-                self.loop.run_until_complete(drive)
-            except RuntimeError as exc:  # another loop runs on this thread
-                if inspect.getcoroutinestate(drive) != inspect.CORO_CREATED:
-                    raise
-                drive.close()
-                with self._sched._lock:
-                    self.waiting -= 1
-                    if self.tasks.get(h) is attempt:
-                        del self.tasks[h]
-                if not attempt.started:
-                    close_unstarted(attempt.aw)
-                self._sched._coro_refused(h, exc)
-            return
-        if self.mode == "attached" and threading.get_ident() == self._tid:
-            self._begin(h, attempt)
-            return
-        self._call(self._begin, h, attempt)
-
-    def _begin(self, h: TaskHandle, attempt: Attempt) -> None:
-        task = self.loop.create_task(self._drive(h, attempt))
-        attempt.task = task
-        task.add_done_callback(functools.partial(self._task_done, h, attempt))
-
-    def _task_done(self, h: TaskHandle, attempt: Attempt, task: asyncio.Task[None]) -> None:
-        """A task cancelled before its first step never ran ``_drive`` (the
-        CancelledError comes in before its first line): count it out here."""
-        if not task.cancelled() or attempt.aw is _DRIVEN:
-            return  # _drive ran (the usual case)
-        with self._sched._lock:
+    def take_place_now_locked(self, attempt: Attempt) -> bool:
+        """On the loop's own thread ("attached") with a place free: the attempt takes
+        it at once (the caller then calls :meth:`_start`)."""
+        if (
+            self.mode == "attached"
+            and self.running < self._max
+            and threading.get_ident() == self._tid
+        ):
             self.waiting -= 1
-            attempt.fresh = False
-        if not attempt.started:
-            close_unstarted(attempt.aw)
-        self._sched._coro_ended(h, attempt)
+            self.running += 1
+            attempt.state = RUNNING
+            return True
+        return False
+
+    def submit(self, h: TaskHandle, attempt: Attempt) -> None:
+        """After :meth:`hand_over_locked`, lock released: start it on the loop."""
+        if self.mode == "inline":
+            self._run_inline(attempt)
+        elif self.mode == "attached" and threading.get_ident() == self._tid:
+            self._begin(attempt)
+        else:
+            self._call(self._begin, attempt)
+
+    def _run_inline(self, attempt: Attempt) -> None:
+        """A manual scheduler's: the attempt runs to its end on this thread."""
+        if asyncio._get_running_loop() is not None:  # a loop runs here: cannot nest one
+            exc = RuntimeError("an event loop is already running on this thread")
+            with self._sched._lock:
+                self.waiting -= 1
+                attempt.state = DROPPED
+                if self.tasks.get(attempt.h) is attempt:
+                    del self.tasks[attempt.h]
+            if not attempt.started:
+                close_unstarted(attempt.aw)
+            self._sched._coro_refused(attempt.h, exc)
+            return
+        self._begin(attempt)
+        task = attempt.task
+        if task is not None:
+            try:
+                self.loop.run_until_complete(task)
+            except BaseException:
+                if not task.done():
+                    raise
+                # The outcome is the task's, recorded by its done callback.
+
+    def _begin(self, attempt: Attempt) -> None:
+        """On the loop: start the attempt if a place is free, else queue it."""
+        with self._sched._lock:
+            if attempt.state != WAITING:
+                return  # cancelled meanwhile
+            if self.running >= self._max:
+                attempt.queued = True
+                self._queue.append(attempt)
+                return
+            self.waiting -= 1
+            self.running += 1
+            attempt.state = RUNNING
+        self._start(attempt)
+
+    def _start(self, attempt: Attempt) -> None:
+        """On the loop, a place taken: call the coroutine function if need be and make
+        the coroutine a task of the loop."""
+        sched = self._sched
+        h = attempt.h
+        aw, attempt.aw = attempt.aw, None
+        try:
+            if not attempt.started and not sched._coro_start(h):
+                close_unstarted(aw)  # expired before it could start
+                sched._coro_ended(h, attempt)
+                return
+            if aw is None:
+                cb: Callable[..., Awaitable[Any]] = h._cb  # type: ignore[assignment]
+                aw = cb(*h._args)
+            coro = aw if inspect.iscoroutine(aw) else _await(aw)
+            token = current.set(h)  # the task copies the context: current_task() is h
+            try:
+                task = self.loop.create_task(coro)
+            finally:
+                current.reset(token)
+        except BaseException as exc:  # noqa: BLE001 - the attempt's outcome
+            self._finish(attempt, None, exc)
+            return
+        attempt.task = task
+        task.add_done_callback(attempt)
+        if attempt.cut is not None:  # cancelled while starting
+            task.cancel()
+
+    def _finish(self, attempt: Attempt, value: object, error: BaseException | None) -> None:
+        sched = self._sched
+        sched._coro_outcome(attempt.h, attempt, value, error)
+        sched._coro_ended(attempt.h, attempt)
+
+    def release_place_locked(self) -> Attempt | None:
+        """An attempt left its place (lock held): the next one waiting takes it (the
+        caller starts it)."""
+        self.running -= 1
+        queue = self._queue
+        while queue:
+            attempt = queue.popleft()
+            attempt.queued = False
+            if attempt.state == WAITING:
+                self.waiting -= 1
+                self.running += 1
+                attempt.state = RUNNING
+                return attempt
+        return None
 
     def cancel_locked(self, h: TaskHandle, reason: str) -> list[Any] | None:
         """``cancel()`` of a task the runner holds (lock held). One that has not
         started ends CANCELLED now (the token to notify is returned); a running one is
         cancelled on the loop and ends CANCELLED when its coroutine returns (None)."""
         attempt = self.tasks[h]
-        if attempt.fresh:
-            attempt.fresh = False
-            token = self._sched._finish_cancelled_locked(h, reason)
-            self._call(self._cancel_task, attempt)  # out of the semaphore's queue
+        sched = self._sched
+        if attempt.state == WAITING:
+            attempt.state = DROPPED
+            self.waiting -= 1
+            del self.tasks[h]
+            aw, attempt.aw = attempt.aw, None
+            if not attempt.started:
+                close_unstarted(aw)
+            elif h._extra is not None:
+                sched._disarm_timeout_locked(h._extra)
+            token = sched._finish_cancelled_locked(h, reason)
             return token
         if attempt.cut is None:
             attempt.cut = reason
@@ -253,53 +362,29 @@ class CoroRunner:
     def cancel_run_locked(self, h: TaskHandle) -> None:
         """Cancel the coroutine of a run that has timed out (lock held)."""
         attempt = self.tasks.get(h)
-        if attempt is not None:
+        if attempt is not None and attempt.state == RUNNING:
             self._call(self._cancel_task, attempt)
 
     def _cancel_task(self, attempt: Attempt) -> None:
         task = attempt.task
-        if task is not None and task is not asyncio.current_task(self.loop):
+        if task is not None and not task.done():
             task.cancel()
 
-    # ------------------------------------------------------------- a run
-    async def _drive(self, h: TaskHandle, attempt: Attempt) -> None:
-        aw, started = attempt.aw, attempt.started
-        attempt.aw = _DRIVEN  # (for _task_done) and no reference kept
-        sched = self._sched
-        acquired = False
-        try:
-            await self._sem.acquire()
-            acquired = True
-        except asyncio.CancelledError:
-            pass  # cancelled while waiting for a place
-        with sched._lock:
-            self.waiting -= 1
-            go = acquired and (started or attempt.fresh)
-            attempt.fresh = False
-            if go:
-                self.running += 1
-        if not go:
-            if acquired:
-                self._sem.release()
-            if not started:
-                close_unstarted(aw)
-            sched._coro_ended(h, attempt)
-            return
-        current.set(h)
-        try:
-            await sched._coro_run(h, aw, started, attempt)
-        finally:
-            self._sem.release()
-            with sched._lock:
-                self.running -= 1
-            sched._coro_ended(h, attempt)
-
-    def active(self) -> list[asyncio.Task[None]]:
-        """The asyncio tasks of the attempts under way (for virtual time)."""
-        return [a.task for a in list(self.tasks.values()) if a.task is not None]
-
-
-_DRIVEN: Final[Any] = object()  # Attempt.aw once _drive has taken it
+    def busy(self) -> bool:
+        """For virtual time: an attempt can still make progress now (about to start,
+        or a task that is not suspended); one waiting for a place is not."""
+        for attempt in list(self.tasks.values()):
+            if attempt.state == WAITING:
+                if not attempt.queued:
+                    return True
+                continue
+            task = attempt.task
+            if task is None or task.done():
+                return True  # about to start, or its done callback is about to run
+            waiter = getattr(task, "_fut_waiter", None)
+            if waiter is None or waiter.done():
+                return True
+        return False
 
 
 class CoroutineCall:

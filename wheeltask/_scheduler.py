@@ -1094,8 +1094,8 @@ class Scheduler:
         function there); ``started``: the attempt began here already."""
         token = None
         failure: Exception | None = None
-        runner = self._runner
         with self._lock:
+            runner = self._runner  # (read under the lock: two workers may get here)
             reason = self._early_cancels.pop(h, None) if self._early_cancels else None
             if reason is not None:  # cancel() came while the worker had it
                 token = self._finish_cancelled_locked(h, reason)
@@ -1114,6 +1114,7 @@ class Scheduler:
                     if not started:
                         h._state = QUEUED  # waiting for the loop (and max_async)
                     attempt = runner.hand_over_locked(h, aw, started)
+                    now = runner.take_place_now_locked(attempt)
         if failure is not None:  # the run fails with the reason
             if not started:
                 close_unstarted(aw)
@@ -1133,54 +1134,57 @@ class Scheduler:
                     self._closed_progress_locked()
             return
         assert runner is not None
-        if runner.mode == "inline":
+        if now:  # on the loop's own thread, a place free: it starts here
+            next(finished)
+            runner._start(attempt)
+        elif runner.mode == "inline":
             runner.submit(h, attempt)  # run to its end, here
             next(finished)
         else:
             next(finished)  # the worker's part is over; the loop's counts hold it now
             runner.submit(h, attempt)
 
-    async def _coro_run(
-        self, h: TaskHandle, aw: Awaitable[Any] | None, started: bool, attempt: Attempt
-    ) -> None:
-        """A coroutine task's attempt, on the loop, inside its place of ``max_async``."""
+    def _coro_start(self, h: TaskHandle) -> bool:
+        """A coroutine task's attempt begins, on the loop, a place of ``max_async``
+        taken: False if it expired first (then it is dealt with)."""
         extra = h._extra
-        timeout = None if extra is None else extra.timeout
-        if not started:
-            if extra is not None and extra.expires is not None and self._expired_now(h, extra):
-                return
-            timeout = self._start_attempt(h, extra)
-        value: object = None
-        error: BaseException | None = None
-        try:
-            if aw is None:
-                cb: Callable[..., Awaitable[Any]] = h._cb  # type: ignore[assignment]
-                aw = cb(*h._args)
-            value = await aw
-        except BaseException as exc:  # noqa: BLE001 - the run's outcome, reported below
-            error = exc
-            del exc
-        with self._lock:
-            cut = attempt.cut
-            if cut is not None and extra is not None:
-                self._disarm_timeout_locked(extra)
-        if cut is None:  # else cancelled: the outcome is dropped (it ends CANCELLED)
-            self._run_outcome(h, timeout, value, error)
-        del value, error
+        if extra is not None and extra.expires is not None and self._expired_now(h, extra):
+            return False
+        self._start_attempt(h, extra)
+        return True
 
-    def _coro_ended(self, h: TaskHandle, attempt: Attempt) -> None:
-        """An attempt of a coroutine task left the loop (lock not held). A run
+    def _coro_outcome(
+        self, h: TaskHandle, attempt: Attempt, value: object, error: BaseException | None
+    ) -> None:
+        """A coroutine task's attempt ended, on the loop: success, a retry or a failure,
+        unless it was cancelled while it ran (then its outcome is dropped)."""
+        extra = h._extra
+        cut = attempt.cut  # (one read: a cut that comes later is too late for this run)
+        if cut is None:
+            self._run_outcome(h, None if extra is None else extra.timeout, value, error)
+        elif extra is not None:
+            with self._lock:
+                self._disarm_timeout_locked(extra)
+
+    def _coro_ended(self, h: TaskHandle, attempt: Attempt, placed: bool = True) -> None:
+        """An attempt of a coroutine task left the loop (lock not held); ``placed``: it
+        held a place of ``max_async``, now free for the next attempt waiting. A run
         cancelled while it ran ends CANCELLED now, whatever its coroutine did; then
         waiters and a waiting shutdown() hear of the end."""
         runner = self._runner
         assert runner is not None
         token = None
+        nxt = None
         with self._lock:
             if runner.tasks.get(h) is attempt:  # (a retry may have handed over again)
                 del runner.tasks[h]
+            if placed:
+                nxt = runner.release_place_locked()
             reason = attempt.cut
             if reason is not None and h._state < SUCCEEDED:
                 token = self._finish_cancelled_locked(h, reason)
+        if nxt is not None:
+            runner.loop.call_soon(runner._start, nxt)  # (not nested in this callback)
         if token is not None:
             if token:
                 notify(h, token)

@@ -183,6 +183,7 @@ class _LoopPool(InlinePool):
         self._kicked = False
         self._inline = inline
         self._coro_cache: dict[object, bool] = {}
+        self.sched: _LoopCore | None = None  # set by the scheduler that made it
         self.in_executor: set[asyncio.Future[None]] = set()
 
     def submit_locked(self, item: WorkItem, priority: int = 0) -> None:
@@ -206,7 +207,10 @@ class _LoopPool(InlinePool):
             if self._claims.pop(item, 1) is not None:
                 continue  # cancelled
             self.count_caller_run_locked()
-            if self._on_loop(item):
+            where = self._where(item)
+            if where is _CORO:  # straight to the runner: its coroutine is called there
+                self.sched._hand_over(item, None, False, self._finished)  # type: ignore[union-attr, arg-type]
+            elif where is _LOOP:
                 self.run_in_caller(item)
             else:
                 fut = self._loop.run_in_executor(None, self.run_in_caller, item)
@@ -215,17 +219,18 @@ class _LoopPool(InlinePool):
             n += 1
         return n
 
-    def _on_loop(self, item: WorkItem) -> bool:
-        """Coroutine tasks (handed to the runner at once) and internal items run on
-        the loop; plain callbacks by the inline setting."""
+    def _where(self, item: WorkItem) -> object:
+        """Where an item runs: ``_CORO`` (an async def task: handed to the runner),
+        ``_LOOP`` (internal items, coroutine objects, inline callbacks) or
+        ``_EXECUTOR`` (other plain callbacks, unless the scheduler is inline)."""
         if not isinstance(item, TaskHandle):
-            return True
+            return _LOOP
         cb = item._cb
         kind = type(cb)
         if kind is _Inline or kind is CoroutineCall:
-            return True
+            return _LOOP
         if kind is _InExecutor:
-            return False
+            return _EXECUTOR
         try:
             coro = self._coro_cache.get(cb)
         except TypeError:  # unhashable
@@ -236,7 +241,14 @@ class _LoopPool(InlinePool):
                 self._coro_cache.clear()
             with contextlib.suppress(TypeError):
                 self._coro_cache[cb] = coro
-        return coro or self._inline
+        if coro:
+            return _CORO
+        return _LOOP if self._inline else _EXECUTOR
+
+
+_CORO: Final = object()
+_LOOP: Final = object()
+_EXECUTOR: Final = object()
 
 
 class _LoopCore(Scheduler):
@@ -267,6 +279,9 @@ class _LoopCore(Scheduler):
         self._virtual = isinstance(self._clock, VirtualClock)
         self._wake_tick = _INF
         self._runner = CoroRunner(self, "attached", max_async, loop=loop)
+        pool = self._pool
+        assert isinstance(pool, _LoopPool)
+        pool.sched = self
 
     def _make_pool(self) -> _LoopPool:
         return _LoopPool(
@@ -322,17 +337,7 @@ class _LoopCore(Scheduler):
         runnable = bool(pool._items)
         runner = self._runner
         if not runnable and runner is not None:
-            for attempt in list(runner.tasks.values()):
-                task = attempt.task
-                if task is None:  # made on the loop soon
-                    runnable = True
-                    break
-                if task.done():
-                    continue
-                waiter = getattr(task, "_fut_waiter", None)
-                if waiter is None or waiter.done():
-                    runnable = True
-                    break
+            runnable = runner.busy()
         return [f for f in pool.in_executor if not f.done()], runnable
 
     # -------------------------------------------------------------- closing
@@ -459,7 +464,7 @@ class AsyncScheduler:
         Only from the loop's own thread (see :meth:`post_task_threadsafe`).
         """
         core = self._core
-        if core is None or _get_ident() != core._tid:  # inlined: this is the hot path
+        if core is None or _get_ident() != core._tid or core._loop.is_closed():  # hot path
             core = self._core_here("post_task")
         if inline is not None:
             if not isinstance(inline, bool):
@@ -553,7 +558,11 @@ class AsyncScheduler:
             tokens = core._cancel_all_locked(reason)
             core._cut_coroutines_locked(reason, spare=me)
         core._notify_all(tokens)
-        await asyncio.sleep(0)  # let the cut coroutines take their CancelledError
+        for _ in range(10):  # let the cut coroutines take their CancelledError
+            await asyncio.sleep(0)
+            with core._lock:
+                if core._is_idle_locked(0, own):
+                    break
         return False
 
     async def _run_out_virtual_time(self, clock: VirtualClock, timeout: float | None) -> bool:
