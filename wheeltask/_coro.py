@@ -95,9 +95,13 @@ def close_unstarted(aw: object) -> None:
         aw.close()
 
 
-WAITING: Final = 0  # handed over; not started (waiting for the loop or a place)
-RUNNING: Final = 1  # its coroutine is a task of the loop
-DROPPED: Final = 2  # cancelled before it started
+# Two of the handle's states (wheeltask._handle's, which checks them: a cycle forbids
+# importing them from there).
+H_RUNNING: Final = 2
+H_SUCCEEDED: Final = 4
+A_WAITING: Final = 0  # handed over; not started (waiting for the loop or a place)
+A_RUNNING: Final = 1  # its coroutine is a task of the loop
+A_DROPPED: Final = 2  # cancelled before it started
 
 
 class Attempt:
@@ -113,17 +117,21 @@ class Attempt:
         self.h = h
         self.aw = aw  # what to await; None: call the coroutine function
         self.started = started  # the attempt began on a worker already
-        self.state = WAITING
+        self.state = A_WAITING
         self.queued = False  # waiting for a place (max_async)
         self.task: asyncio.Task[Any] | None = None
         self.cut: str | None = None  # cancelled while running: why
 
     def __call__(self, task: asyncio.Task[Any]) -> None:
+        runner = self.runner
         if task.cancelled():
-            self.runner._finish(self, None, asyncio.CancelledError())
+            runner._finish(self, None, asyncio.CancelledError())
             return
         exc = task.exception()
-        self.runner._finish(self, None if exc is not None else task.result(), exc)
+        if exc is None and self.cut is None and self.h._extra is None:
+            runner._succeeded(self, task.result())
+            return
+        runner._finish(self, None if exc is not None else task.result(), exc)
 
 
 async def _await(aw: Awaitable[Any]) -> Any:
@@ -159,6 +167,8 @@ class CoroRunner:
         # Every task handed over and not ended -> its current attempt.
         self.tasks: dict[TaskHandle, Attempt] = {}
         self._queue: collections.deque[Attempt] = collections.deque()  # for a place
+        self._inbox: collections.deque[Attempt] = collections.deque()  # from other threads
+        self._inbox_kicked = False
         self.thread: threading.Thread | None = None
         self._tid = threading.get_ident()  # "attached": made on the loop's thread
         self._stopped = False
@@ -201,7 +211,7 @@ class CoroRunner:
 
     def fresh(self) -> list[TaskHandle]:
         """The tasks handed over whose run has not started (lock held)."""
-        return [h for h, a in self.tasks.items() if a.state == WAITING and not a.started]
+        return [h for h, a in self.tasks.items() if a.state == A_WAITING and not a.started]
 
     def _call(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` on the loop's thread: now if this is it, else soon."""
@@ -234,7 +244,7 @@ class CoroRunner:
         ):
             self.waiting -= 1
             self.running += 1
-            attempt.state = RUNNING
+            attempt.state = A_RUNNING
             return True
         return False
 
@@ -245,7 +255,18 @@ class CoroRunner:
         elif self.mode == "attached" and threading.get_ident() == self._tid:
             self._begin(attempt)
         else:
-            self._call(self._begin, attempt)
+            # From another thread: one wake-up of the loop (a write to its self-pipe)
+            # for a whole batch of hand-overs, not one each.
+            self._inbox.append(attempt)
+            if not self._inbox_kicked:
+                self._inbox_kicked = True
+                self._call(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        self._inbox_kicked = False  # (first: a hand-over from now on kicks again)
+        inbox = self._inbox
+        while inbox:
+            self._begin(inbox.popleft())
 
     def _run_inline(self, attempt: Attempt) -> None:
         """A manual scheduler's: the attempt runs to its end on this thread."""
@@ -253,7 +274,7 @@ class CoroRunner:
             exc = RuntimeError("an event loop is already running on this thread")
             with self._sched._lock:
                 self.waiting -= 1
-                attempt.state = DROPPED
+                attempt.state = A_DROPPED
                 if self.tasks.get(attempt.h) is attempt:
                     del self.tasks[attempt.h]
             if not attempt.started:
@@ -273,7 +294,7 @@ class CoroRunner:
     def _begin(self, attempt: Attempt) -> None:
         """On the loop: start the attempt if a place is free, else queue it."""
         with self._sched._lock:
-            if attempt.state != WAITING:
+            if attempt.state != A_WAITING:
                 return  # cancelled meanwhile
             if self.running >= self._max:
                 attempt.queued = True
@@ -281,20 +302,41 @@ class CoroRunner:
                 return
             self.waiting -= 1
             self.running += 1
-            attempt.state = RUNNING
+            attempt.state = A_RUNNING
         self._start(attempt)
 
-    def _start(self, attempt: Attempt) -> None:
-        """On the loop, a place taken: call the coroutine function if need be and make
-        the coroutine a task of the loop."""
+    def start_now(self, h: TaskHandle) -> bool:
+        """``AsyncScheduler``, on the loop: a plain ``async def`` task (no options, no
+        run listeners) starts at once when a place is free. False: it takes the
+        general path (:meth:`Scheduler._hand_over`)."""
         sched = self._sched
+        if h._extra is not None or sched._observed:
+            return False
+        with sched._lock:
+            if sched._early_cancels or self.running >= self._max:
+                return False
+            attempt = self.tasks[h] = Attempt(self, h, None, False)
+            attempt.state = A_RUNNING
+            self.running += 1
+            h._state = H_RUNNING  # what _start_attempt does for such a task
+        self._launch(attempt, None)
+        return True
+
+    def _start(self, attempt: Attempt) -> None:
+        """On the loop, a place taken: the attempt begins."""
         h = attempt.h
         aw, attempt.aw = attempt.aw, None
+        if not attempt.started and not self._sched._coro_start(h):
+            close_unstarted(aw)  # expired before it could start
+            self._sched._coro_ended(h, attempt)
+            return
+        self._launch(attempt, aw)
+
+    def _launch(self, attempt: Attempt, aw: Awaitable[Any] | None) -> None:
+        """Call the coroutine function if need be and make the coroutine a task of
+        the loop."""
+        h = attempt.h
         try:
-            if not attempt.started and not sched._coro_start(h):
-                close_unstarted(aw)  # expired before it could start
-                sched._coro_ended(h, attempt)
-                return
             if aw is None:
                 cb: Callable[..., Awaitable[Any]] = h._cb  # type: ignore[assignment]
                 aw = cb(*h._args)
@@ -312,6 +354,17 @@ class CoroRunner:
         if attempt.cut is not None:  # cancelled while starting
             task.cancel()
 
+    def _succeeded(self, attempt: Attempt, value: object) -> None:
+        """The done callback's common case: a task without options that returned."""
+        h = attempt.h
+        h._args = value
+        h._state = H_SUCCEEDED  # (what Scheduler._succeeded does for such a task)
+        sched = self._sched
+        next(sched._n_succeeded)
+        if sched._observed:
+            sched._emit("succeeded", h, result=value)
+        sched._coro_ended(h, attempt)
+
     def _finish(self, attempt: Attempt, value: object, error: BaseException | None) -> None:
         sched = self._sched
         sched._coro_outcome(attempt.h, attempt, value, error)
@@ -325,10 +378,10 @@ class CoroRunner:
         while queue:
             attempt = queue.popleft()
             attempt.queued = False
-            if attempt.state == WAITING:
+            if attempt.state == A_WAITING:
                 self.waiting -= 1
                 self.running += 1
-                attempt.state = RUNNING
+                attempt.state = A_RUNNING
                 return attempt
         return None
 
@@ -338,8 +391,8 @@ class CoroRunner:
         cancelled on the loop and ends CANCELLED when its coroutine returns (None)."""
         attempt = self.tasks[h]
         sched = self._sched
-        if attempt.state == WAITING:
-            attempt.state = DROPPED
+        if attempt.state == A_WAITING:
+            attempt.state = A_DROPPED
             self.waiting -= 1
             del self.tasks[h]
             aw, attempt.aw = attempt.aw, None
@@ -362,7 +415,7 @@ class CoroRunner:
     def cancel_run_locked(self, h: TaskHandle) -> None:
         """Cancel the coroutine of a run that has timed out (lock held)."""
         attempt = self.tasks.get(h)
-        if attempt is not None and attempt.state == RUNNING:
+        if attempt is not None and attempt.state == A_RUNNING:
             self._call(self._cancel_task, attempt)
 
     def _cancel_task(self, attempt: Attempt) -> None:
@@ -374,7 +427,7 @@ class CoroRunner:
         """For virtual time: an attempt can still make progress now (about to start,
         or a task that is not suspended); one waiting for a place is not."""
         for attempt in list(self.tasks.values()):
-            if attempt.state == WAITING:
+            if attempt.state == A_WAITING:
                 if not attempt.queued:
                     return True
                 continue

@@ -206,13 +206,20 @@ class _LoopPool(InlinePool):
             item = heapq.heappop(items)[2]
             if self._claims.pop(item, 1) is not None:
                 continue  # cancelled
-            self.count_caller_run_locked()
             where = self._where(item)
             if where is _CORO:  # straight to the runner: its coroutine is called there
-                self.sched._hand_over(item, None, False, self._finished)  # type: ignore[union-attr, arg-type]
+                sched = self.sched
+                assert sched is not None and isinstance(item, TaskHandle)
+                runner = sched._runner
+                assert runner is not None
+                if not runner.start_now(item):
+                    self.count_caller_run_locked()
+                    sched._hand_over(item, None, False, self._finished)
             elif where is _LOOP:
+                self.count_caller_run_locked()
                 self.run_in_caller(item)
             else:
+                self.count_caller_run_locked()
                 fut = self._loop.run_in_executor(None, self.run_in_caller, item)
                 self.in_executor.add(fut)
                 fut.add_done_callback(self.in_executor.discard)
