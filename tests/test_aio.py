@@ -589,3 +589,34 @@ def test_an_async_scheduler_belongs_to_its_loop() -> None:
             s.post_task(lambda: None)
 
     asyncio.run(second())
+
+
+def test_plain_timer_posts_keep_every_rule_of_post_task(run: Run) -> None:
+    """``post_task(cb, delay=float)`` has a short path: the same outcome as the long one."""
+
+    async def main() -> None:
+        seen: list[str] = []
+        async with AsyncScheduler(inline=True) as s:
+            h = s.post_task(lambda: seen.append("plain"), delay=0.01)
+            assert h.state is TaskState.PENDING and h.next_run is not None
+            gone = s.post_task(lambda: seen.append("cancelled"), delay=0.01)
+            assert gone.cancel()
+            await h
+            posted: list[str] = []
+            s.subscribe(lambda e: posted.append(e.kind), events=["posted"])
+            s.post_task(lambda: None, delay=0.01)  # a listener: the general path
+            assert posted == ["posted"]
+            st = s.stats()
+            assert (st.submitted, st.succeeded, st.cancelled) == (3, 1, 1)
+        assert seen == ["plain"]
+        with pytest.raises(wheeltask.SchedulerShutdown):
+            s.post_task(lambda: None, delay=0.5)
+        with pytest.raises(TypeError, match="cb must be callable"):
+            AsyncScheduler().post_task(42, delay=0.5)  # type: ignore[arg-type]
+        capped = AsyncScheduler(max_pending=1, inline=True)
+        capped.post_task(lambda: None, delay=0.5)
+        with pytest.raises(wheeltask.QueueFull):
+            capped.post_task(lambda: None, delay=0.5)
+        assert await capped.shutdown(cancel_pending=True)
+
+    run(main)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import datetime
 import heapq
 import math
@@ -30,13 +29,15 @@ from ._clock import Clock, VirtualClock
 from ._coro import CoroRunner, CoroutineCall, is_coroutine_function
 from ._errors import SchedulerShutdown
 from ._events import Event
-from ._handle import AsyncWake, Failure, TaskHandle, TaskState
+from ._handle import WAITING, AsyncWake, Failure, TaskHandle, TaskState
 from ._pool import InlinePool, WorkItem
 from ._scheduler import (
     _INF,
+    MAX_DELAY,
     Scheduler,
     Stats,
     _check_int,
+    _new_handle,
     _register_locked,
     _unregister_locked,
     check_timeout,
@@ -238,19 +239,22 @@ class _LoopPool(InlinePool):
             return _LOOP
         if kind is _InExecutor:
             return _EXECUTOR
+        if self.is_coro(cb):
+            return _CORO
+        return _LOOP if self._inline else _EXECUTOR
+
+    def is_coro(self, cb: object) -> bool:
+        """``is_coroutine_function(cb)``, remembered per callable (it is not cheap)."""
         try:
             coro = self._coro_cache.get(cb)
         except TypeError:  # unhashable
-            coro = None
+            return is_coroutine_function(cb)
         if coro is None:
             coro = is_coroutine_function(cb)
             if len(self._coro_cache) >= _CACHE_MAX:
                 self._coro_cache.clear()
-            with contextlib.suppress(TypeError):
-                self._coro_cache[cb] = coro
-        if coro:
-            return _CORO
-        return _LOOP if self._inline else _EXECUTOR
+            self._coro_cache[cb] = coro
+        return coro
 
 
 _CORO: Final = object()
@@ -286,9 +290,40 @@ class _LoopCore(Scheduler):
         self._virtual = isinstance(self._clock, VirtualClock)
         self._wake_tick = _INF
         self._runner = CoroRunner(self, "attached", max_async, loop=loop)
+        # No max_pending and no task defaults: _post_timer may serve plain timer posts.
+        self._plain = self._max_pending is None and self._task_defaults is None
         pool = self._pool
         assert isinstance(pool, _LoopPool)
         pool.sched = self
+
+    def _post_timer(self, cb: Callable[..., object], delay: float) -> AsyncTaskHandle:
+        """``post_task(cb, delay=seconds)`` with nothing else: the commonest post of
+        an AsyncScheduler, on the loop's thread, when ``_plain`` holds, nobody listens
+        to "posted" and no shutdown has begun. What
+        Scheduler.post_task does for it, without its argument handling."""
+        deadline = self._now_ns() + round(delay * _NS)
+        h: AsyncTaskHandle = _new_handle(AsyncTaskHandle)
+        h._cb = cb
+        h._args = ()
+        h._wslot = None
+        h._waiters = None
+        h._extra = None
+        h._sched = self
+        h._id = next(self._ids)
+        h._deadline = deadline
+        h._state = WAITING
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._closing:  # (a shutdown raced this post: the general path refuses it)
+                self._id_gaps += 1
+                raise SchedulerShutdown(f"scheduler {self._name!r} is shut down")
+            self._wheel.add(h)
+            if -(-deadline // TICK_NS) < self._wake_tick:
+                self._wake_timer_locked()
+        finally:
+            lock.release()
+        return h
 
     def _make_pool(self) -> _LoopPool:
         return _LoopPool(
@@ -473,10 +508,26 @@ class AsyncScheduler:
         core = self._core
         if core is None or _get_ident() != core._tid or core._loop.is_closed():  # hot path
             core = self._core_here("post_task")
+        if (
+            type(delay) is float
+            and 0.0 < delay <= MAX_DELAY
+            and core._plain
+            and not core._ev_posted
+            and not core._closing
+            and not args
+            and not options
+            and interval is None
+            and name is None
+            and inline is None
+            and callable(cb)
+        ):
+            return core._post_timer(cb, delay)
         if inline is not None:
             if not isinstance(inline, bool):
                 raise TypeError(f"inline must be a bool or None, got {inline!r}")
-            if callable(cb) and inline != self._inline and not is_coroutine_function(cb):
+            pool = core._pool
+            assert isinstance(pool, _LoopPool)
+            if callable(cb) and inline != self._inline and not pool.is_coro(cb):
                 cb = (_Inline if inline else _InExecutor)(cb)
         if args or options or interval is not None or name is not None:
             h = core.post_task(cb, *args, delay=delay, interval=interval, name=name, **options)
