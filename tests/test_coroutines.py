@@ -357,3 +357,27 @@ def test_a_uvloop_that_cannot_be_imported_counts_as_missing(
     assert not wheeltask._coro.uvloop_available()
     with pytest.raises(RuntimeError, match="uvloop"):
         Scheduler(loop="uvloop")
+
+
+def test_tasks_lists_coroutine_tasks_and_cancel_pending_cancels_those_waiting() -> None:
+    s = Scheduler(max_workers=1, max_async=1, loop="asyncio", name="listing")
+    gate = threading.Event()
+
+    async def hold() -> None:
+        while not gate.is_set():
+            await asyncio.sleep(0.001)
+
+    try:
+        running = s.post_task(hold)
+        waiting = s.post_task(hold)
+        # (the state follows the counts by a moment: read it after them)
+        wait_until(lambda: (s.stats().running, s.stats().queued) == (1, 1) and running.running())
+        assert s.tasks() == [running, waiting]
+        assert s.tasks(TaskState.RUNNING) == [running]
+        assert s.shutdown(wait=False, cancel_pending=True) is False
+        assert waiting.state is TaskState.CANCELLED
+        assert running.state is TaskState.RUNNING
+    finally:
+        gate.set()
+    assert running.wait_for_finished(timeout=5)
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name == "listing-asyncio"])

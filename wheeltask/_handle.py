@@ -14,9 +14,11 @@ import contextlib
 import datetime
 import enum
 import functools
+import inspect
 import itertools
 import logging
 import threading
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -34,6 +36,8 @@ __all__ = ["TaskHandle", "TaskState", "current_task"]
 logger = logging.getLogger("wheeltask")
 
 _LockType: Final = type(threading.Lock())
+_FunctionType: Final = types.FunctionType
+_CO_COROUTINE: Final = inspect.CO_COROUTINE
 
 
 @final
@@ -483,8 +487,13 @@ class TaskHandle:
         if self._extra is not None or sched._observed:
             sched._run_task(self, finished)
             return
-        self._state = RUNNING
         cb: Callable[..., object] = self._cb  # type: ignore[assignment]  # claimed: callable
+        if type(cb) is _FunctionType and cb.__code__.co_flags & _CO_COROUTINE:
+            # An async def function: the event loop calls it (the task stays PENDING
+            # until its coroutine starts there).
+            sched._hand_over(self, None, False, finished)
+            return
+        self._state = RUNNING
         try:
             value = cb(*self._args)  # on an exception the arguments stay
         except BaseException as exc:

@@ -1976,6 +1976,10 @@ class Scheduler:
                 continue
             assert isinstance(item, TaskHandle)
             tokens.append((item, self._finish_cancelled_locked(item, reason)))
+        runner = self._runner
+        if runner is not None:  # coroutine tasks waiting for the loop or for max_async
+            for h in runner.fresh():
+                tokens.append((h, runner.cancel_locked(h, reason)))
         for h in [*self._intervals, *self._paused]:
             tokens.append((h, self._cancel_locked(h, reason)[1]))
         for entry in timeouts:
@@ -2151,6 +2155,9 @@ class Scheduler:
                     found[id(item)] = item
             for h in [*self._intervals, *self._paused]:
                 found[id(h)] = h
+            if self._runner is not None:  # coroutine tasks on the event loop
+                for h in list(self._runner.tasks):
+                    found[id(h)] = h
             live = [h for h in found.values() if h._state < SUCCEEDED]
         if state is not None:
             live = [h for h in live if h.state is state]
