@@ -381,3 +381,59 @@ def test_tasks_lists_coroutine_tasks_and_cancel_pending_cancels_those_waiting() 
         gate.set()
     assert running.wait_for_finished(timeout=5)
     wait_until(lambda: not [t for t in threading.enumerate() if t.name == "listing-asyncio"])
+
+
+def test_a_cancel_during_a_slow_backoff_ends_the_task_without_a_retry(
+    sched: Scheduler,
+) -> None:
+    runs = [0]
+    in_backoff = threading.Event()
+
+    def backoff(n: int) -> float:
+        in_backoff.set()
+        time.sleep(0.2)  # the retry is being decided while cancel() comes
+        return 0.05
+
+    async def flaky() -> None:
+        runs[0] += 1
+        raise ValueError("x")
+
+    h = sched.post_task(flaky, retries=3, retry_on=ValueError, backoff=backoff)
+    assert in_backoff.wait(5)
+    assert h.cancel() is True
+    with pytest.raises(TaskCancelled):
+        h.wait_for_finished(timeout=5)
+    time.sleep(0.1)  # a retry, had one been armed, would be due by now
+    assert runs[0] == 1 and h.state is TaskState.CANCELLED
+    st = sched.stats()
+    assert (st.cancelled, st.failed, st.retried, st.pending) == (1, 0, 0, 0)
+
+
+def test_a_returned_coroutine_waiting_for_a_place_counts_as_queued_and_is_closed_on_cancel() -> (
+    None
+):
+    s = Scheduler(max_workers=1, max_async=1, loop="asyncio")
+    gate = threading.Event()
+
+    async def hold() -> None:
+        while not gate.is_set():
+            await asyncio.sleep(0.001)
+
+    async def g() -> str:
+        return "g"
+
+    try:
+        first = s.post_task(hold)
+        wait_until(first.running)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            h = s.post_task(lambda: g(), timeout=5)  # noqa: PLW0108 - not async def: on a worker
+            wait_until(lambda: s.stats().queued == 1)
+            assert h.cancel() is True
+            wait_until(h.done)
+            gc.collect()
+        assert not [w for w in caught if "never awaited" in str(w.message)]
+        assert h.state is TaskState.CANCELLED and s.stats().queued == 0
+    finally:
+        gate.set()
+        assert s.shutdown(timeout=5)

@@ -210,8 +210,8 @@ class CoroRunner:
         return self.mode == "attached" and threading.get_ident() == self._tid
 
     def fresh(self) -> list[TaskHandle]:
-        """The tasks handed over whose run has not started (lock held)."""
-        return [h for h, a in self.tasks.items() if a.state == A_WAITING and not a.started]
+        """The tasks handed over and waiting for the loop or a place (lock held)."""
+        return [h for h, a in self.tasks.items() if a.state == A_WAITING]
 
     def _call(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` on the loop's thread: now if this is it, else soon."""
@@ -277,8 +277,7 @@ class CoroRunner:
                 attempt.state = A_DROPPED
                 if self.tasks.get(attempt.h) is attempt:
                     del self.tasks[attempt.h]
-            if not attempt.started:
-                close_unstarted(attempt.aw)
+            close_unstarted(attempt.aw)  # never awaited
             self._sched._coro_refused(attempt.h, exc)
             return
         self._begin(attempt)
@@ -396,9 +395,8 @@ class CoroRunner:
             self.waiting -= 1
             del self.tasks[h]
             aw, attempt.aw = attempt.aw, None
-            if not attempt.started:
-                close_unstarted(aw)
-            elif h._extra is not None:
+            close_unstarted(aw)  # never awaited, even one a worker's call returned
+            if attempt.started and h._extra is not None:
                 sched._disarm_timeout_locked(h._extra)
             token = sched._finish_cancelled_locked(h, reason)
             return token

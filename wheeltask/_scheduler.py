@@ -987,6 +987,11 @@ class Scheduler:
                 # A shutdown lets an attempt under way finish but starts no new one:
                 # its timer thread may already be gone.
                 return False
+            runner = self._runner
+            if runner is not None:
+                attempt = runner.tasks.get(h)
+                if attempt is not None and attempt.cut is not None:
+                    return True  # cancelled as it failed: it ends CANCELLED, no retry
             if extra.interval is None:
                 h._state = WAITING
                 h._deadline = deadline
@@ -1116,14 +1121,12 @@ class Scheduler:
                     attempt = runner.hand_over_locked(h, aw, started)
                     now = runner.take_place_now_locked(attempt)
         if failure is not None:  # the run fails with the reason
-            if not started:
-                close_unstarted(aw)
+            close_unstarted(aw)  # (never awaited, started or not)
             self._failed(h, failure)
             self._run_ended(h, finished)
             return
         if token is not None:
-            if not started:
-                close_unstarted(aw)
+            close_unstarted(aw)
             next(finished)
             if token:
                 notify(h, token)
