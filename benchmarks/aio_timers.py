@@ -33,7 +33,16 @@ from common import (
     table,
     times,
 )
-from firing import HIST_BINS, HIST_LOW, HIST_WIDTH, LatenessRun, _loop_keys, _new_loop
+from firing import (
+    HIST_BINS,
+    HIST_LOW,
+    HIST_WIDTH,
+    LatenessRun,
+    _loop_keys,
+    _new_loop,
+    lateness_column,
+    lateness_rows,
+)
 from timer_peers import noop
 
 import wheeltask
@@ -395,23 +404,10 @@ def lateness(cfg: Config) -> Section:
             runs[key].append(run)
 
     def col(key: tuple[str, str], field: str) -> list[float]:
-        return [float(getattr(r, field)) for r in runs[key]]
+        return lateness_column(runs, key, field)
 
     ref = (AIO, goal_loop)
-    rows = [
-        [
-            labels[k],
-            cell(col(k, "p50")),
-            cell(col(k, "p99")),
-            cell(col(k, "max")),
-            num(min(col(k, "earliest"))),
-            f"{sum(r.early for r in runs[k]):,}",
-            cell(col(k, "posting")),
-            num(ratio(col(k, "p99"), col(ref, "p99"))),
-        ]
-        for k in keys
-    ]
-    overran = sorted({labels[k] for k in keys for r in runs[k] if r.posting > r.lead})
+    rows, overran = lateness_rows(runs, labels, ref)
     early = sum(r.early for r in runs[ref])
     p99 = median(col(ref, "p99"))
     goals = [

@@ -11,7 +11,8 @@ import random
 import resource
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from common import (
     SEED,
@@ -219,6 +220,41 @@ def lateness_loop(key: str, offsets: Sequence[float], lead: float) -> LatenessRu
     return LatenessRun.of(late, posting, lead)
 
 
+K = TypeVar("K")  # a row key of a lateness table
+
+
+def lateness_column(runs: Mapping[K, list[LatenessRun]], key: K, field: str) -> list[float]:
+    """One field of every repetition of one row."""
+    return [float(getattr(r, field)) for r in runs[key]]
+
+
+def lateness_rows(
+    runs: Mapping[K, list[LatenessRun]], labels: Mapping[K, str], ref: K
+) -> tuple[list[list[str]], list[str]]:
+    """The rows of a lateness table (p50, p99, max, earliest, early, posting, p99 ratio
+    to ``ref``), and the labels of the rows whose posting overran its lead."""
+    rows = []
+    for k in runs:
+
+        def col(field: str, key: K = k) -> list[float]:
+            return lateness_column(runs, key, field)
+
+        rows.append(
+            [
+                labels[k],
+                cell(col("p50")),
+                cell(col("p99")),
+                cell(col("max")),
+                num(min(col("earliest"))),
+                f"{sum(r.early for r in runs[k]):,}",
+                cell(col("posting")),
+                num(ratio(col("p99"), lateness_column(runs, ref, "p99"))),
+            ]
+        )
+    overran = sorted({labels[k] for k in runs for r in runs[k] if r.posting > r.lead})
+    return rows, overran
+
+
 def lateness(cfg: Config) -> Section:
     """Row 5: timers spread uniformly over ``lateness_spread`` seconds, posted upfront."""
     n, spread, reps = cfg.lateness_n, cfg.lateness_spread, cfg.heavy_reps
@@ -241,22 +277,9 @@ def lateness(cfg: Config) -> Section:
             runs[key].append(run)
 
     def col(key: str, field: str) -> list[float]:
-        return [float(getattr(r, field)) for r in runs[key]]
+        return lateness_column(runs, key, field)
 
-    rows = [
-        [
-            LABELS[k],
-            cell(col(k, "p50")),
-            cell(col(k, "p99")),
-            cell(col(k, "max")),
-            num(min(col(k, "earliest"))),
-            f"{sum(r.early for r in runs[k]):,}",
-            cell(col(k, "posting")),
-            num(ratio(col(k, "p99"), col(REF, "p99"))),
-        ]
-        for k in keys
-    ]
-    overran = sorted({LABELS[k] for k in keys for r in runs[k] if r.posting > r.lead})
+    rows, overran = lateness_rows(runs, LABELS, REF)
     wt_p99, asyncio_p99 = median(col(REF, "p99")), median(col("asyncio", "p99"))
     early = sum(r.early for r in runs[REF])
     goals = [
