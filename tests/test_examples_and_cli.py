@@ -48,6 +48,7 @@ def test_demo_shows_the_tour_and_exits_cleanly() -> None:
         "group of 3 thumbnails done: [64, 128, 256]; export timed out: True",
         "retried 2   deduplicated 1   timed out 1",
         "reminder: moved from 3.0 s to 1.3 s by reschedule()",
+        "async def task ran on the ",
         "reminder.reschedule(1.3 s) returned True; pause the heartbeat: True",
         "heartbeat resumed on its grid; beats due while paused were skipped: missed=",
         "summary",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import inspect
 import logging
@@ -115,6 +116,16 @@ def _demo(speed: float) -> int:
         timeout=t(0.5),
         name="export",
         on_failure=lambda h, exc: say(f"export failed at its deadline: {exc}"),
+    )
+
+    async def fetch_quote() -> str:  # a coroutine task: it runs on the scheduler's loop
+        await asyncio.sleep(t(0.2))  # (an async HTTP client would await here)
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+    post(
+        fetch_quote,
+        delay=t(0.5),
+        on_success=lambda h, loop: say(f"async def task ran on the {loop} event loop"),
     )
     reminder = post(say, "reminder: moved from 3.0 s to 1.3 s by reschedule()", delay=t(3.0))
     moved = reminder.reschedule(t(1.3))
