@@ -95,10 +95,6 @@ def close_unstarted(aw: object) -> None:
         aw.close()
 
 
-# Two of the handle's states (wheeltask._handle's, which checks them: a cycle forbids
-# importing them from there).
-H_RUNNING: Final = 2
-H_SUCCEEDED: Final = 4
 A_WAITING: Final = 0  # handed over; not started (waiting for the loop or a place)
 A_RUNNING: Final = 1  # its coroutine is a task of the loop
 A_DROPPED: Final = 2  # cancelled before it started
@@ -128,9 +124,6 @@ class Attempt:
             runner._finish(self, None, asyncio.CancelledError())
             return
         exc = task.exception()
-        if exc is None and self.cut is None and self.h._extra is None:
-            runner._succeeded(self, task.result())
-            return
         runner._finish(self, None if exc is not None else task.result(), exc)
 
 
@@ -304,23 +297,6 @@ class CoroRunner:
             attempt.state = A_RUNNING
         self._start(attempt)
 
-    def start_now(self, h: TaskHandle) -> bool:
-        """``AsyncScheduler``, on the loop: a plain ``async def`` task (no options, no
-        run listeners) starts at once when a place is free. False: it takes the
-        general path (:meth:`Scheduler._hand_over`)."""
-        sched = self._sched
-        if h._extra is not None or sched._observed:
-            return False
-        with sched._lock:
-            if sched._early_cancels or self.running >= self._max:
-                return False
-            attempt = self.tasks[h] = Attempt(self, h, None, False)
-            attempt.state = A_RUNNING
-            self.running += 1
-            h._state = H_RUNNING  # what _start_attempt does for such a task
-        self._launch(attempt, None)
-        return True
-
     def _start(self, attempt: Attempt) -> None:
         """On the loop, a place taken: the attempt begins."""
         h = attempt.h
@@ -352,17 +328,6 @@ class CoroRunner:
         task.add_done_callback(attempt)
         if attempt.cut is not None:  # cancelled while starting
             task.cancel()
-
-    def _succeeded(self, attempt: Attempt, value: object) -> None:
-        """The done callback's common case: a task without options that returned."""
-        h = attempt.h
-        h._args = value
-        h._state = H_SUCCEEDED  # (what Scheduler._succeeded does for such a task)
-        sched = self._sched
-        next(sched._n_succeeded)
-        if sched._observed:
-            sched._emit("succeeded", h, result=value)
-        sched._coro_ended(h, attempt)
 
     def _finish(self, attempt: Attempt, value: object, error: BaseException | None) -> None:
         sched = self._sched

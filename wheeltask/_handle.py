@@ -22,7 +22,6 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, final
 
-from . import _coro
 from ._coro import current as current_coro
 from ._coro import is_awaitable
 from ._errors import TaskTimeout
@@ -88,7 +87,6 @@ PAUSED: Final = 3
 SUCCEEDED: Final = 4
 FAILED: Final = 5
 CANCELLED: Final = 6
-assert (_coro.H_RUNNING, _coro.H_SUCCEEDED) == (RUNNING, SUCCEEDED)  # (_coro has copies)
 # Why a keyed task was cancelled by a post with on_duplicate="replace".
 REPLACED: Final = "replaced by a new task with the same key"
 _PUBLIC: Final = (

@@ -211,11 +211,8 @@ class _LoopPool(InlinePool):
             if where is _CORO:  # straight to the runner: its coroutine is called there
                 sched = self.sched
                 assert sched is not None and isinstance(item, TaskHandle)
-                runner = sched._runner
-                assert runner is not None
-                if not runner.start_now(item):
-                    self.count_caller_run_locked()
-                    sched._hand_over(item, None, False, self._finished)
+                self.count_caller_run_locked()
+                sched._hand_over(item, None, False, self._finished)
             elif where is _LOOP:
                 self.count_caller_run_locked()
                 self.run_in_caller(item)
